@@ -1,0 +1,35 @@
+// cli/main.cpp — the `deviant` program: one binary, one subcommand per library workflow.
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <iostream>
+
+#include "command.hpp"
+#include "deviant/core/error.hpp"
+
+int main(int argc, char** argv) {
+    CLI::App app{"deviant: diversity-aware preference post-training of transformer language models"};
+    app.require_subcommand(1);
+    auto& cmds = deviant::cli::commands();
+    std::sort(cmds.begin(), cmds.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+    std::function<int()> action;
+    for (auto& c : cmds) {
+        CLI::App* sub = app.add_subcommand(c.name, c.description);
+        auto run = c.setup(*sub);
+        sub->callback([&action, run] { action = run; });
+    }
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    try {
+        return action ? action() : 0;
+    } catch (const deviant::Error& e) {
+        fmt::print(stderr, "deviant: error: {}\n", e.what());
+        return 1;
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "deviant: error: {}\n", e.what());
+        return 1;
+    }
+}

@@ -1,0 +1,7 @@
+// deviant/cuda_impl.cu — the one CUDA translation unit a program compiles to get every kernel.
+// Linking the CMake target deviant::cuda adds it; by hand: nvcc -DDEVIANT_WITH_CUDA -c this file.
+#ifndef DEVIANT_WITH_CUDA
+#define DEVIANT_WITH_CUDA
+#endif
+#include "deviant/kernels/copy.cuh"
+#include "deviant/kernels/elementwise.cuh"

@@ -1,0 +1,224 @@
+// deviant/ops/elementwise.hpp — element-wise ops: unary math (exp, log, softplus, logsigmoid,
+// log1mexp, sigmoid, tanh, gelu_tanh, silu, relu, sqrt, rsqrt, square, neg), scale/shift, and
+// add/sub/mul/div with numpy broadcasting; sum_to_shape undoes a broadcast in backward.
+// Tensor-level functions live in deviant::ops; the recorded (differentiable) ones take Var.
+// CPU references are here; the CUDA kernels are in kernels/elementwise.cuh.
+#pragma once
+#include "deviant/autodiff/tape.hpp"
+#include "deviant/ops/unary_math.hpp"
+
+namespace deviant::ops {
+
+namespace detail {
+// Walks the elements of `shape` in row-major order, tracking the offsets of up to three strided refs.
+template <int N, class F>
+void walk(const Shape& shape, const std::array<const std::int64_t*, N>& strides, F&& f) {
+    std::int64_t n = shape.numel();
+    std::int64_t idx[Shape::max_dims] = {};
+    std::array<std::int64_t, N> off{};
+    for (std::int64_t i = 0; i < n; ++i) {
+        f(i, off);
+        for (int k = shape.rank() - 1; k >= 0; --k) {
+            for (int j = 0; j < N; ++j) off[j] += strides[j][k];
+            if (++idx[k] < shape[k]) break;
+            for (int j = 0; j < N; ++j) off[j] -= strides[j][k] * shape[k];
+            idx[k] = 0;
+        }
+    }
+}
+inline void require_float(const Tensor& t, const char* op) {
+    DEVIANT_REQUIRE(t.defined(), "{}: undefined tensor", op);
+    DEVIANT_REQUIRE(is_floating(t.dtype()), "{}: expected a floating tensor, got {}", op, t.describe());
+}
+}  // namespace detail
+
+// y = f(x)
+inline Tensor unary(kernels::UnaryOp op, const Tensor& x_in) {
+    detail::require_float(x_in, "unary op");
+    Tensor x = x_in.contiguous();
+    Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+    if (x.numel() == 0) return y;
+    if (x.device() == Device::cuda) {
+        kernels::unary_forward(op, x.ref(), y.ref());
+        return y;
+    }
+    DEVIANT_DISPATCH_FLOAT(x.dtype(), T, [&] {
+        const T* px = x.data<T>();
+        T* py = y.data<T>();
+        for (std::int64_t i = 0, n = x.numel(); i < n; ++i) py[i] = store<T>(math::unary(op, load(px[i])));
+    });
+    return y;
+}
+
+// dx = f'(x) * dy
+inline Tensor unary_backward(kernels::UnaryOp op, const Tensor& x_in, const Tensor& y_in, const Tensor& dy_in) {
+    Tensor x = x_in.contiguous(), y = y_in.contiguous(), dy = dy_in.contiguous();
+    require_same(x, dy, "unary backward");
+    Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
+    if (x.numel() == 0) return dx;
+    if (x.device() == Device::cuda) {
+        kernels::unary_backward(op, x.ref(), y.ref(), dy.ref(), dx.ref());
+        return dx;
+    }
+    DEVIANT_DISPATCH_FLOAT(x.dtype(), T, [&] {
+        const T *px = x.data<T>(), *py = y.data<T>(), *pg = dy.data<T>();
+        T* pd = dx.data<T>();
+        for (std::int64_t i = 0, n = x.numel(); i < n; ++i)
+            pd[i] = store<T>(math::unary_derivative(op, load(px[i]), load(py[i])) * load(pg[i]));
+    });
+    return dx;
+}
+
+// y = alpha * x + beta
+inline Tensor affine(const Tensor& x_in, double alpha, double beta = 0.0) {
+    detail::require_float(x_in, "scale");
+    Tensor x = x_in.contiguous();
+    Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+    if (x.numel() == 0) return y;
+    if (x.device() == Device::cuda) {
+        kernels::affine(x.ref(), y.ref(), alpha, beta);
+        return y;
+    }
+    DEVIANT_DISPATCH_FLOAT(x.dtype(), T, [&] {
+        using C = compute_t<T>;
+        const T* px = x.data<T>();
+        T* py = y.data<T>();
+        for (std::int64_t i = 0, n = x.numel(); i < n; ++i) py[i] = store<T>(C(alpha) * load(px[i]) + C(beta));
+    });
+    return y;
+}
+
+// out = a (op) b, broadcasting a and b to a common shape.
+inline Tensor binary(kernels::BinaryOp op, const Tensor& a, const Tensor& b) {
+    detail::require_float(a, "binary op");
+    detail::require_float(b, "binary op");
+    DEVIANT_REQUIRE(a.dtype() == b.dtype(), "binary op: dtype mismatch {} vs {}", a.describe(), b.describe());
+    require_same_device(a, b, "binary op");
+    Shape shape = broadcast_shapes(a.shape(), b.shape());
+    Tensor ea = a.expand(shape), eb = b.expand(shape);
+    Tensor out = Tensor::empty(shape, a.dtype(), a.device());
+    if (out.numel() == 0) return out;
+    if (out.device() == Device::cuda) {
+        kernels::binary_forward(op, ea.ref(), eb.ref(), out.ref());
+        return out;
+    }
+    DEVIANT_DISPATCH_FLOAT(a.dtype(), T, [&] {
+        const T *pa = static_cast<const T*>(ea.raw_data()), *pb = static_cast<const T*>(eb.raw_data());
+        T* po = out.data<T>();
+        detail::walk<2>(shape, {ea.strides().begin(), eb.strides().begin()}, [&](std::int64_t i, const auto& off) {
+            po[i] = store<T>(math::binary(op, load(pa[off[0]]), load(pb[off[1]])));
+        });
+    });
+    return out;
+}
+
+// Sums `src` over the axes that were broadcast to reach its shape from `shape` (same or lower rank).
+inline Tensor sum_to_shape(const Tensor& src_in, const Shape& shape) {
+    if (src_in.shape() == shape) return src_in;
+    DEVIANT_REQUIRE(shape.rank() <= src_in.rank(), "sum_to_shape: cannot reduce {} to {}", src_in.shape().str(), shape.str());
+    Tensor src = src_in.contiguous();
+    Shape padded;  // `shape` with leading ones up to src's rank
+    for (int i = 0; i < src.rank() - shape.rank(); ++i) padded.push_back(1);
+    for (auto d : shape) padded.push_back(d);
+    for (int i = 0; i < src.rank(); ++i)
+        DEVIANT_REQUIRE(padded[i] == src.size(i) || padded[i] == 1, "sum_to_shape: cannot reduce {} to {}", src.shape().str(), shape.str());
+    Tensor dst = Tensor::empty(padded, src.dtype(), src.device());
+    if (dst.numel() == 0) return dst.view(shape);
+    if (src.device() == Device::cuda) {
+        kernels::sum_to_shape(src.ref(), dst.ref());
+        return dst.view(shape);
+    }
+    DEVIANT_DISPATCH_FLOAT(src.dtype(), T, [&] {
+        using C = compute_t<T>;
+        std::vector<C> acc(std::size_t(dst.numel()), C(0));
+        Shape dst_strides = padded.contiguous_strides();
+        for (int i = 0; i < padded.rank(); ++i)
+            if (padded[i] == 1) dst_strides[i] = 0;
+        const T* ps = src.data<T>();
+        detail::walk<1>(src.shape(), {dst_strides.begin()}, [&](std::int64_t i, const auto& off) { acc[off[0]] += load(ps[i]); });
+        T* pd = dst.data<T>();
+        for (std::size_t i = 0; i < acc.size(); ++i) pd[i] = store<T>(acc[i]);
+    });
+    return dst.view(shape);
+}
+
+inline Tensor add(const Tensor& a, const Tensor& b) { return binary(kernels::BinaryOp::add, a, b); }
+inline Tensor sub(const Tensor& a, const Tensor& b) { return binary(kernels::BinaryOp::sub, a, b); }
+inline Tensor mul(const Tensor& a, const Tensor& b) { return binary(kernels::BinaryOp::mul, a, b); }
+inline Tensor div(const Tensor& a, const Tensor& b) { return binary(kernels::BinaryOp::div, a, b); }
+inline Tensor neg(const Tensor& x) { return affine(x, -1.0); }
+
+}  // namespace deviant::ops
+
+namespace deviant {
+
+namespace detail {
+struct UnaryAttr { kernels::UnaryOp op; };
+struct AffineAttr { double alpha; };
+struct BinaryAttr { kernels::BinaryOp op; };
+}  // namespace detail
+
+// --- differentiable element-wise ops ---
+inline Var unary(kernels::UnaryOp op, Var x) {
+    Tensor y = ops::unary(op, x.value());
+    return x.tape->record(y, {x}, [](Tape& t, const Node& n) {
+        t.accumulate(n.in[0], ops::unary_backward(n.attr<detail::UnaryAttr>().op, n.saved[0], n.saved[1], output_grad(t, n)));
+    }, {x.value(), y}, detail::UnaryAttr{op});
+}
+inline Var neg(Var x) { return unary(kernels::UnaryOp::neg, x); }
+inline Var exp(Var x) { return unary(kernels::UnaryOp::exp, x); }
+inline Var log(Var x) { return unary(kernels::UnaryOp::log, x); }
+inline Var softplus(Var x) { return unary(kernels::UnaryOp::softplus, x); }
+inline Var logsigmoid(Var x) { return unary(kernels::UnaryOp::logsigmoid, x); }
+inline Var log1mexp(Var x) { return unary(kernels::UnaryOp::log1mexp, x); }
+inline Var sigmoid(Var x) { return unary(kernels::UnaryOp::sigmoid, x); }
+inline Var tanh(Var x) { return unary(kernels::UnaryOp::tanh, x); }
+inline Var gelu_tanh(Var x) { return unary(kernels::UnaryOp::gelu_tanh, x); }
+inline Var silu(Var x) { return unary(kernels::UnaryOp::silu, x); }
+inline Var relu(Var x) { return unary(kernels::UnaryOp::relu, x); }
+inline Var sqrt(Var x) { return unary(kernels::UnaryOp::sqrt, x); }
+inline Var rsqrt(Var x) { return unary(kernels::UnaryOp::rsqrt, x); }
+inline Var square(Var x) { return unary(kernels::UnaryOp::square, x); }
+
+// alpha * x + beta
+inline Var affine(Var x, double alpha, double beta = 0.0) {
+    return x.tape->record(ops::affine(x.value(), alpha, beta), {x}, [](Tape& t, const Node& n) {
+        t.accumulate(n.in[0], ops::affine(output_grad(t, n), n.attr<detail::AffineAttr>().alpha));
+    }, {}, detail::AffineAttr{alpha});
+}
+inline Var scale(Var x, double alpha) { return affine(x, alpha, 0.0); }
+
+inline Var binary(kernels::BinaryOp op, Var a, Var b) {
+    return a.tape->record(ops::binary(op, a.value(), b.value()), {a, b}, [](Tape& t, const Node& n) {
+        using kernels::BinaryOp;
+        const Tensor& g = output_grad(t, n);
+        const Tensor &a = n.saved[0], &b = n.saved[1];
+        BinaryOp op = n.attr<detail::BinaryAttr>().op;
+        if (t.needs_grad(n, 0)) {
+            Tensor ga = op == BinaryOp::mul ? ops::mul(g, b) : op == BinaryOp::div ? ops::div(g, b) : g.clone();
+            t.accumulate(n.in[0], ops::sum_to_shape(ga, a.shape()));
+        }
+        if (t.needs_grad(n, 1)) {
+            Tensor gb = op == BinaryOp::add   ? g.clone()
+                        : op == BinaryOp::sub ? ops::neg(g)
+                        : op == BinaryOp::mul ? ops::mul(g, a)
+                                              : ops::neg(ops::div(ops::mul(g, a), ops::mul(b, b)));
+            t.accumulate(n.in[1], ops::sum_to_shape(gb, b.shape()));
+        }
+    }, {a.value(), b.value()}, detail::BinaryAttr{op});
+}
+inline Var add(Var a, Var b) { return binary(kernels::BinaryOp::add, a, b); }
+inline Var sub(Var a, Var b) { return binary(kernels::BinaryOp::sub, a, b); }
+inline Var mul(Var a, Var b) { return binary(kernels::BinaryOp::mul, a, b); }
+inline Var div(Var a, Var b) { return binary(kernels::BinaryOp::div, a, b); }
+inline Var operator+(Var a, Var b) { return add(a, b); }
+inline Var operator-(Var a, Var b) { return sub(a, b); }
+inline Var operator*(Var a, Var b) { return mul(a, b); }
+inline Var operator/(Var a, Var b) { return div(a, b); }
+inline Var operator-(Var a) { return neg(a); }
+inline Var operator*(double s, Var a) { return scale(a, s); }
+inline Var operator*(Var a, double s) { return scale(a, s); }
+inline Var operator+(Var a, double s) { return affine(a, 1.0, s); }
+inline Var operator-(Var a, double s) { return affine(a, 1.0, -s); }
+
+}  // namespace deviant
