@@ -1,0 +1,102 @@
+// deviant/models/causal_lm.hpp — a decoder-only language model whose type is its architecture.
+//
+//   DecoderOnly<Names, PositionEmbedding, Block, FinalNorm>   the architecture, as a type
+//   CausalLm<Architecture>                                   parameters + forward + log-probs
+//
+// Counts and sizes (layers, width, heads, vocabulary) come at run time from the ModelConfig;
+// everything structural (which norm, which MLP, rotary or learned positions, fused or separate
+// q/k/v, tensor names) is fixed by the type. models/families.hpp defines Llama and Gpt2; a user
+// defines a new family the same way in their own code.
+#pragma once
+#include <vector>
+
+#include "deviant/nn/layers.hpp"
+
+namespace deviant {
+
+template <class Names_, class PositionEmbedding_, class Block_, class FinalNorm_>
+struct DecoderOnly {
+    using Names = Names_;
+    using PositionEmbedding = PositionEmbedding_;
+    using Block = Block_;
+    using FinalNorm = FinalNorm_;
+};
+
+// Inputs of one forward pass: token ids (B, T) and segment ids (B, T) (see nn/context.hpp).
+struct TokenBatch {
+    Tensor ids;       // (B, T) int64
+    Tensor segments;  // (B, T) int64; undefined = one segment per row
+};
+
+template <class Architecture>
+class CausalLm {
+public:
+    using Names = typename Architecture::Names;
+    using Block = typename Architecture::Block;
+
+    ModelConfig config;
+    ParameterStore store;
+
+    // Builds the model for `config`, taking parameters from `source` (a checkpoint) or, without
+    // one, initialising them from `seed`.
+    explicit CausalLm(ModelConfig c, ParameterSource source = {}, std::uint64_t seed = 0, DType dtype = DType::f32)
+        : config(std::move(c)), store(dtype, seed) {
+        if (source) store.set_source(std::move(source));
+        token_embedding_ = &store.get(std::string(Names::token_embedding), {config.vocab_size, config.hidden_size});
+        positions_.template bind<Names>(store, config);
+        blocks_.resize(std::size_t(config.num_hidden_layers));
+        for (std::int64_t i = 0; i < config.num_hidden_layers; ++i)
+            blocks_[std::size_t(i)].bind(store, std::string(Names::layers) + "." + std::to_string(i), config);
+        final_norm_.bind(store, std::string(Names::final_norm), config);
+        head_ = config.tie_word_embeddings ? token_embedding_
+                                           : &store.get(std::string(Names::lm_head), {config.vocab_size, config.hidden_size});
+    }
+
+    ForwardContext context(const TokenBatch& batch) const {
+        Tensor seg = batch.segments.defined() ? batch.segments : Tensor::zeros(batch.ids.shape(), DType::i64);
+        DEVIANT_REQUIRE(seg.shape() == batch.ids.shape(), "segment ids {} do not match token ids {}", seg.shape().str(), batch.ids.shape().str());
+        Device dev = device();
+        return ForwardContext{config, positions_from_segments(seg).to(dev), causal_segment_mask(seg).to(dev)};
+    }
+
+    // Final hidden states (B, T, C).
+    Var hidden(Tape& t, const TokenBatch& batch) const {
+        validate(batch.ids);
+        ForwardContext ctx = context(batch);
+        Var x = embedding(t.param(*token_embedding_), batch.ids.to(device()));
+        x = positions_.forward(t, x, ctx);
+        for (const Block& b : blocks_) x = b.forward(t, x, ctx);
+        return final_norm_.forward(t, x);
+    }
+    // Logits (B, T, V).
+    Var logits(Tape& t, const TokenBatch& batch) const { return linear(hidden(t, batch), t.param(*head_)); }
+
+    // log p(ids[b, t+1] | ids[b, <=t]) for t < T-1, as (B, T-1).
+    Var next_token_logprobs(Tape& t, const TokenBatch& batch) const {
+        std::int64_t B = batch.ids.size(0), T = batch.ids.size(1);
+        DEVIANT_REQUIRE(T >= 2, "need at least two tokens per row to score, got {}", batch.ids.shape().str());
+        Var lp = log_softmax(narrow(logits(t, batch), 1, 0, T - 1), -1);   // (B, T-1, V)
+        Tensor targets = batch.ids.narrow(1, 1, T - 1).contiguous().view({B, T - 1, 1}).to(device());
+        return reshape(gather(lp, targets, -1), {B, T - 1});
+    }
+
+    Device device() const { return token_embedding_->value.device(); }
+    void to(Device d) { store.to(d); }
+    std::deque<Parameter>& parameters() { return store.parameters(); }
+    std::int64_t num_parameters() const { return store.count(); }
+
+private:
+    void validate(const Tensor& ids) const {
+        DEVIANT_REQUIRE(ids.rank() == 2 && ids.dtype() == DType::i64, "token ids must be (B, T) int64, got {}", ids.describe());
+        for (std::int64_t id : ids.to_vector<std::int64_t>())
+            DEVIANT_REQUIRE(id >= 0 && id < config.vocab_size, "token id {} is outside the vocabulary [0, {})", id, config.vocab_size);
+    }
+
+    Parameter* token_embedding_ = nullptr;
+    Parameter* head_ = nullptr;
+    typename Architecture::PositionEmbedding positions_;
+    std::vector<Block> blocks_;
+    typename Architecture::FinalNorm final_norm_;
+};
+
+}  // namespace deviant

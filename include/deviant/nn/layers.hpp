@@ -1,0 +1,205 @@
+// deviant/nn/layers.hpp — the transformer layer set. Each layer is a small type with
+//   template <class Names> void bind(ParameterStore&, const std::string& prefix, const ModelConfig&)
+//   Var forward(Tape&, Var x, const ForwardContext&) const
+// `bind` takes the parameters under the checkpoint's own names (Names supplies the family's
+// spelling); `forward` records ops on the tape. Families (models/families.hpp) compose them.
+//   Linear            y = x W^T (+ b), W (out, in)           — Hugging Face nn.Linear
+//   Conv1D            y = x W + b,     W (in, out)           — GPT-2's transposed storage
+//   RmsNorm           y = x / sqrt(mean(x^2) + eps) * w
+//   LayerNorm         y = (x - mean) / sqrt(var + eps) * w + b
+//   SwiGlu            down(silu(gate(x)) * up(x))
+//   GeluMlp           proj(gelu_tanh(fc(x)))   (Conv1D projections)
+//   SelfAttention<Qkv, Positions>  causal multi-head attention with grouped key/value heads
+#pragma once
+#include <cmath>
+#include <limits>
+
+#include "deviant/nn/context.hpp"
+#include "deviant/nn/parameter_store.hpp"
+#include "deviant/ops/elementwise.hpp"
+#include "deviant/ops/index.hpp"
+#include "deviant/ops/matmul.hpp"
+#include "deviant/ops/reduce.hpp"
+#include "deviant/ops/rope.hpp"
+#include "deviant/ops/shape.hpp"
+#include "deviant/ops/softmax.hpp"
+
+namespace deviant::nn {
+
+inline std::string join(const std::string& a, std::string_view b) { return a.empty() ? std::string(b) : a + "." + std::string(b); }
+
+// --- projections ---
+struct Linear {
+    Parameter* weight = nullptr;  // (out, in)
+    Parameter* bias = nullptr;    // (out,) or none
+    void bind(ParameterStore& s, const std::string& prefix, std::int64_t in, std::int64_t out, bool with_bias) {
+        weight = &s.get(join(prefix, "weight"), {out, in});
+        bias = with_bias ? &s.get(join(prefix, "bias"), {out}, Init::zeros) : nullptr;
+    }
+    Var forward(Tape& t, Var x) const {
+        Var y = linear(x, t.param(*weight));
+        return bias ? y + t.param(*bias) : y;
+    }
+};
+
+struct Conv1D {
+    Parameter* weight = nullptr;  // (in, out)
+    Parameter* bias = nullptr;    // (out,)
+    void bind(ParameterStore& s, const std::string& prefix, std::int64_t in, std::int64_t out) {
+        weight = &s.get(join(prefix, "weight"), {in, out});
+        bias = &s.get(join(prefix, "bias"), {out}, Init::zeros);
+    }
+    Var forward(Tape& t, Var x) const { return matmul(x, t.param(*weight)) + t.param(*bias); }
+};
+
+// --- norms ---
+struct RmsNorm {
+    Parameter* weight = nullptr;
+    double eps = 1e-6;
+    void bind(ParameterStore& s, const std::string& prefix, const ModelConfig& c) {
+        weight = &s.get(join(prefix, "weight"), {c.hidden_size}, Init::ones);
+        eps = c.norm_eps;
+    }
+    Var forward(Tape& t, Var x) const {
+        Var inv = rsqrt(mean(square(x), -1, /*keepdim=*/true) + eps);
+        return (x * inv) * t.param(*weight);
+    }
+};
+
+struct LayerNorm {
+    Parameter* weight = nullptr;
+    Parameter* bias = nullptr;
+    double eps = 1e-5;
+    void bind(ParameterStore& s, const std::string& prefix, const ModelConfig& c) {
+        weight = &s.get(join(prefix, "weight"), {c.hidden_size}, Init::ones);
+        bias = &s.get(join(prefix, "bias"), {c.hidden_size}, Init::zeros);
+        eps = c.norm_eps;
+    }
+    Var forward(Tape& t, Var x) const {
+        Var centered = x - mean(x, -1, true);
+        Var inv = rsqrt(mean(square(centered), -1, true) + eps);
+        return (centered * inv) * t.param(*weight) + t.param(*bias);
+    }
+};
+
+// --- feed-forward ---
+template <class Names>
+struct SwiGlu {
+    Linear gate, up, down;
+    void bind(ParameterStore& s, const std::string& prefix, const ModelConfig& c) {
+        gate.bind(s, join(prefix, Names::mlp_gate), c.hidden_size, c.intermediate_size, c.mlp_bias);
+        up.bind(s, join(prefix, Names::mlp_up), c.hidden_size, c.intermediate_size, c.mlp_bias);
+        down.bind(s, join(prefix, Names::mlp_down), c.intermediate_size, c.hidden_size, c.mlp_bias);
+    }
+    Var forward(Tape& t, Var x, const ForwardContext&) const { return down.forward(t, silu(gate.forward(t, x)) * up.forward(t, x)); }
+};
+
+template <class Names>
+struct GeluMlp {
+    Conv1D fc, proj;
+    void bind(ParameterStore& s, const std::string& prefix, const ModelConfig& c) {
+        fc.bind(s, join(prefix, Names::mlp_fc), c.hidden_size, c.intermediate_size);
+        proj.bind(s, join(prefix, Names::mlp_proj), c.intermediate_size, c.hidden_size);
+    }
+    Var forward(Tape& t, Var x, const ForwardContext&) const { return proj.forward(t, gelu_tanh(fc.forward(t, x))); }
+};
+
+// --- query/key/value projections: each returns q (B, T, H*D), k and v (B, T, Hkv*D) ---
+template <class Names>
+struct SeparateQkv {
+    Linear q, k, v, o;
+    void bind(ParameterStore& s, const std::string& prefix, const ModelConfig& c) {
+        std::int64_t qd = c.num_attention_heads * c.head_dim, kvd = c.num_key_value_heads * c.head_dim;
+        q.bind(s, join(prefix, Names::attn_q), c.hidden_size, qd, c.attention_bias);
+        k.bind(s, join(prefix, Names::attn_k), c.hidden_size, kvd, c.attention_bias);
+        v.bind(s, join(prefix, Names::attn_v), c.hidden_size, kvd, c.attention_bias);
+        o.bind(s, join(prefix, Names::attn_o), qd, c.hidden_size, (c.attention_bias && c.model_type != "qwen2"));
+    }
+    std::array<Var, 3> project(Tape& t, Var x, const ModelConfig&) const { return {q.forward(t, x), k.forward(t, x), v.forward(t, x)}; }
+    Var output(Tape& t, Var x) const { return o.forward(t, x); }
+};
+
+template <class Names>
+struct FusedQkv {
+    Conv1D qkv, o;
+    void bind(ParameterStore& s, const std::string& prefix, const ModelConfig& c) {
+        DEVIANT_REQUIRE(c.num_key_value_heads == c.num_attention_heads, "fused qkv projection needs as many key/value heads as heads");
+        qkv.bind(s, join(prefix, Names::attn_qkv), c.hidden_size, 3 * c.num_attention_heads * c.head_dim);
+        o.bind(s, join(prefix, Names::attn_o), c.num_attention_heads * c.head_dim, c.hidden_size);
+    }
+    std::array<Var, 3> project(Tape& t, Var x, const ModelConfig& c) const {
+        Var all = qkv.forward(t, x);
+        std::int64_t d = c.num_attention_heads * c.head_dim;
+        return {narrow(all, -1, 0, d), narrow(all, -1, d, d), narrow(all, -1, 2 * d, d)};
+    }
+    Var output(Tape& t, Var x) const { return o.forward(t, x); }
+};
+
+// --- position handling inside attention ---
+struct RotaryPositions {
+    static Var apply(Var x, const ForwardContext& ctx) { return rope(x, ctx.positions, ctx.config.rope_theta); }
+};
+struct NoRotary {
+    static Var apply(Var x, const ForwardContext&) { return x; }
+};
+
+// Causal self-attention; x (B, T, C) -> (B, T, C). Heads: H query heads, Hkv key/value heads
+// (H a multiple of Hkv), head size D.
+template <class Qkv, class Positions>
+struct SelfAttention {
+    Qkv proj;
+    void bind(ParameterStore& s, const std::string& prefix, const ModelConfig& c) {
+        proj.bind(s, prefix, c);
+    }
+    Var forward(Tape& t, Var x, const ForwardContext& ctx) const {
+        const ModelConfig& c = ctx.config;
+        std::int64_t B = x.shape()[0], T = x.shape()[1], H = c.num_attention_heads, Hkv = c.num_key_value_heads, D = c.head_dim;
+        auto [q, k, v] = proj.project(t, x, c);
+        auto heads = [&](Var y, std::int64_t n) { return transpose(reshape(y, {B, T, n, D}), 1, 2); };  // (B, n, T, D)
+        Var qh = Positions::apply(heads(q, H), ctx), kh = Positions::apply(heads(k, Hkv), ctx), vh = heads(v, Hkv);
+        if (Hkv != H) {  // grouped-query: each key/value head serves H / Hkv query heads
+            auto repeat = [&](Var y) { return reshape(expand(unsqueeze(y, 2), {B, Hkv, H / Hkv, T, D}), {B, H, T, D}); };
+            kh = repeat(kh);
+            vh = repeat(vh);
+        }
+        Var scores = scale(matmul(qh, transpose(kh, -1, -2)), 1.0 / std::sqrt(double(D)));  // (B, H, T, T)
+        scores = masked_fill(scores, ctx.mask, -std::numeric_limits<double>::infinity());
+        Var out = matmul(softmax(scores, -1), vh);                                            // (B, H, T, D)
+        return proj.output(t, reshape(transpose(out, 1, 2), {B, T, H * D}));
+    }
+};
+
+// Pre-norm residual block: x + attn(norm1(x)), then + mlp(norm2(x)).
+template <class Names, class Norm, class Attention, class Mlp>
+struct PreNormBlock {
+    Norm norm1, norm2;
+    Attention attn;
+    Mlp mlp;
+    void bind(ParameterStore& s, const std::string& prefix, const ModelConfig& c) {
+        norm1.bind(s, join(prefix, Names::norm1), c);
+        attn.bind(s, join(prefix, Names::attn), c);
+        norm2.bind(s, join(prefix, Names::norm2), c);
+        mlp.bind(s, join(prefix, Names::mlp), c);
+    }
+    Var forward(Tape& t, Var x, const ForwardContext& ctx) const {
+        Var h = x + attn.forward(t, norm1.forward(t, x), ctx);
+        return h + mlp.forward(t, norm2.forward(t, h), ctx);
+    }
+};
+
+// --- embeddings ---
+struct NoPositionEmbedding {
+    template <class Names>
+    void bind(ParameterStore&, const ModelConfig&) {}
+    Var forward(Tape&, Var x, const ForwardContext&) const { return x; }
+};
+struct LearnedPositionEmbedding {
+    Parameter* weight = nullptr;  // (max_positions, C)
+    template <class Names>
+    void bind(ParameterStore& s, const ModelConfig& c) {
+        weight = &s.get(std::string(Names::position_embedding), {c.max_position_embeddings, c.hidden_size});
+    }
+    Var forward(Tape& t, Var x, const ForwardContext& ctx) const { return x + embedding(t.param(*weight), ctx.positions); }
+};
+
+}  // namespace deviant::nn
