@@ -5,3 +5,9 @@
 #endif
 #include "deviant/kernels/copy.cuh"
 #include "deviant/kernels/elementwise.cuh"
+#include "deviant/kernels/rope.cuh"
+#include "deviant/kernels/shape.cuh"
+#include "deviant/kernels/index.cuh"
+#include "deviant/kernels/reduce.cuh"
+#include "deviant/kernels/softmax.cuh"
+#include "deviant/kernels/matmul.cuh"

@@ -24,7 +24,9 @@
 namespace deviant::losses {
 
 namespace detail {
-inline Var average(const Var& logp, const Tensor& tokens) { return logp / logp.tape->constant(tokens); }
+inline Var average(const Var& logp, const Tensor& tokens) {
+    return logp / logp.tape->constant(tokens.to(logp.device(), logp.dtype()));
+}
 inline Var ref(const Var& like, const Tensor& t, const char* what) {
     DEVIANT_REQUIRE(t.defined(), "objective needs reference log-probs ({}) but none were given", what);
     DEVIANT_REQUIRE(t.shape() == like.shape(), "reference {} has shape {}, policy log-probs {}", what, t.shape().str(), like.shape().str());

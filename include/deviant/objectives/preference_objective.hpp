@@ -51,7 +51,7 @@ public:
         }
         Var per = loss.per_pair(b, weight.defined() ? &weight : nullptr, m);
         if (nll_alpha != 0.0) {
-            Var nll = -(b.chosen_logp / b.chosen_logp.tape->constant(b.chosen_tokens));
+            Var nll = -losses::detail::average(b.chosen_logp, b.chosen_tokens);
             per = per + nll * nll_alpha;
             if (!m.contains("nll_loss")) m.set("nll_loss", mean_of(nll.value()));
         }

@@ -30,7 +30,7 @@ inline Tensor rope(const Tensor& x_in, const Tensor& positions, double theta, bo
         return y;
     }
     std::int64_t B = x.size(0), H = x.size(1), T = x.size(2), D = x.size(3), half = D / 2;
-    std::vector<double> inv_freq(std::size_t(half));
+    std::vector<double> inv_freq(static_cast<std::size_t>(half));
     for (std::int64_t i = 0; i < half; ++i) inv_freq[i] = std::pow(theta, -double(2 * i) / double(D));
     const std::int64_t* p = pos.data<std::int64_t>();
     DEVIANT_DISPATCH_FLOAT(x.dtype(), T_, [&] {

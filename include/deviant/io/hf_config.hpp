@@ -1,0 +1,236 @@
+// deviant/io/hf_config.hpp — the architecture of a model, read from a Hugging Face config.json.
+// Why: the model builders need sizes (vocabulary, width C, layers, heads, KV heads) and a few
+// switches (RoPE base, norm epsilon, tied embeddings, attention bias) and these are spelled
+// differently across model types (GPT-2's n_embd / n_layer / n_head) and transformers versions
+// (4.x writes rope_theta at the top level, 5.x under rope_parameters). One reader normalises them;
+// every error names the file and the field.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "deviant/core/error.hpp"
+
+namespace deviant::io {
+
+// llama covers llama, mistral and qwen2 (pre-norm RMSNorm, RoPE, SwiGLU MLP, grouped KV heads);
+// gpt2 is the learned-position, LayerNorm, GELU architecture.
+enum class ModelFamily : std::uint8_t { llama, gpt2 };
+
+struct ModelConfig {
+    std::filesystem::path source;  // the config.json read
+    std::string model_type;        // as written: "llama", "mistral", "qwen2", "gpt2"
+    ModelFamily family = ModelFamily::llama;
+    std::int64_t vocab_size = 0;
+    std::int64_t hidden_size = 0;              // C
+    std::int64_t intermediate_size = 0;        // MLP inner width
+    std::int64_t num_hidden_layers = 0;
+    std::int64_t num_attention_heads = 0;
+    std::int64_t num_key_value_heads = 0;      // = num_attention_heads without grouped-query attention
+    std::int64_t head_dim = 0;                 // usually hidden_size / num_attention_heads
+    std::int64_t max_position_embeddings = 0;
+    double norm_eps = 1e-5;                    // rms_norm_eps (llama) or layer_norm_epsilon (gpt2)
+    double rope_theta = 10000.0;               // RoPE base (llama family)
+    std::string rope_type = "default";         // rope_scaling / rope_parameters type; "default" = plain RoPE
+    bool tie_word_embeddings = false;
+    std::string hidden_act;                    // "silu", "gelu_new", ...
+    bool attention_bias = false;               // q/k/v (and for gpt2 every) projection has a bias
+    bool mlp_bias = false;
+    std::vector<std::int64_t> bos_token_ids;   // empty when the config gives none
+    std::vector<std::int64_t> eos_token_ids;
+    std::string dtype;                         // "torch_dtype" (4.x) or "dtype" (5.x); empty when absent
+
+    bool is_llama_family() const { return family == ModelFamily::llama; }
+};
+
+namespace detail {
+
+// Field access on a parsed config with errors that name the file and the field.
+class ConfigFields {
+public:
+    ConfigFields(const nlohmann::json& j, std::string file) : j_(j), file_(std::move(file)) {}
+
+    // The first present, non-null field among `names` (nullptr when none), and its name.
+    const nlohmann::json* find(std::initializer_list<const char*> names, std::string* found = nullptr) const {
+        for (const char* n : names) {
+            auto it = j_.find(n);
+            if (it != j_.end() && !it->is_null()) {
+                if (found) *found = n;
+                return &*it;
+            }
+        }
+        return nullptr;
+    }
+
+    std::int64_t required_int(std::initializer_list<const char*> names) const {
+        std::string name;
+        const nlohmann::json* v = find(names, &name);
+        DEVIANT_REQUIRE(v != nullptr, "{}: missing required field {}", file_, alternatives(names));
+        return as_int(*v, name);
+    }
+    std::optional<std::int64_t> optional_int(std::initializer_list<const char*> names) const {
+        std::string name;
+        const nlohmann::json* v = find(names, &name);
+        if (!v) return std::nullopt;
+        return as_int(*v, name);
+    }
+    double number(std::initializer_list<const char*> names, double fallback) const {
+        std::string name;
+        const nlohmann::json* v = find(names, &name);
+        if (!v) return fallback;
+        DEVIANT_REQUIRE(v->is_number(), "{}: field '{}' must be a number, got {}", file_, name, v->type_name());
+        return v->get<double>();
+    }
+    bool boolean(const char* name, bool fallback) const {
+        const nlohmann::json* v = find({name});
+        if (!v) return fallback;
+        DEVIANT_REQUIRE(v->is_boolean(), "{}: field '{}' must be true or false, got {}", file_, name, v->type_name());
+        return v->get<bool>();
+    }
+    std::string string(std::initializer_list<const char*> names, std::string fallback) const {
+        std::string name;
+        const nlohmann::json* v = find(names, &name);
+        if (!v) return fallback;
+        DEVIANT_REQUIRE(v->is_string(), "{}: field '{}' must be a string, got {}", file_, name, v->type_name());
+        return v->get<std::string>();
+    }
+    // A token id given as an integer or a list of integers (null or absent: none).
+    std::vector<std::int64_t> token_ids(const char* name) const {
+        const nlohmann::json* v = find({name});
+        if (!v) return {};
+        if (!v->is_array()) return {as_int(*v, name)};
+        std::vector<std::int64_t> out;
+        for (const auto& e : *v) out.push_back(as_int(e, name));
+        return out;
+    }
+    const std::string& file() const { return file_; }
+
+private:
+    std::int64_t as_int(const nlohmann::json& v, const std::string& name) const {
+        DEVIANT_REQUIRE(v.is_number_integer(), "{}: field '{}' must be an integer, got {} {}", file_, name, v.type_name(),
+                        v.dump());
+        if (v.is_number_unsigned())
+            DEVIANT_REQUIRE(v.get<std::uint64_t>() <= std::uint64_t(INT64_MAX), "{}: field '{}' value {} is too large",
+                            file_, name, v.dump());
+        return v.get<std::int64_t>();
+    }
+    static std::string alternatives(std::initializer_list<const char*> names) {
+        std::string s;
+        for (const char* n : names) s += (s.empty() ? "'" : " or '") + std::string(n) + "'";
+        return s;
+    }
+    const nlohmann::json& j_;
+    std::string file_;
+};
+
+}  // namespace detail
+
+// Reads `dir_or_file` (a model directory holding config.json, or the file itself).
+inline ModelConfig load_model_config(const std::filesystem::path& dir_or_file) {
+    std::filesystem::path path = dir_or_file;
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) path /= "config.json";
+    const std::string file = path.string();
+    std::ifstream in(path, std::ios::binary);
+    DEVIANT_REQUIRE(in.good(), "{}: cannot open the model config", file);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+        fail("{}: not valid JSON: {}", file, e.what());
+    }
+    DEVIANT_REQUIRE(j.is_object(), "{}: config must be a JSON object, got {}", file, j.type_name());
+    detail::ConfigFields f(j, file);
+
+    ModelConfig c;
+    c.source = path;
+    DEVIANT_REQUIRE(f.find({"model_type"}) != nullptr, "{}: missing required field 'model_type'", file);
+    c.model_type = f.string({"model_type"}, "");
+    if (c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "qwen2") {
+        c.family = ModelFamily::llama;
+    } else if (c.model_type == "gpt2") {
+        c.family = ModelFamily::gpt2;
+    } else {
+        fail("{}: field 'model_type' is '{}', which is not supported (supported: llama, mistral, qwen2, gpt2)", file,
+             c.model_type);
+    }
+    const bool gpt2 = c.family == ModelFamily::gpt2;
+
+    c.vocab_size = f.required_int({"vocab_size"});
+    if (gpt2) {
+        c.hidden_size = f.required_int({"n_embd", "hidden_size"});
+        c.num_hidden_layers = f.required_int({"n_layer", "num_hidden_layers"});
+        c.num_attention_heads = f.required_int({"n_head", "num_attention_heads"});
+        c.intermediate_size = f.optional_int({"n_inner", "intermediate_size"}).value_or(4 * c.hidden_size);
+        c.num_key_value_heads = c.num_attention_heads;
+        c.max_position_embeddings = f.optional_int({"n_positions", "max_position_embeddings"}).value_or(1024);
+        c.norm_eps = f.number({"layer_norm_epsilon"}, 1e-5);
+        c.hidden_act = f.string({"activation_function"}, "gelu_new");
+        c.tie_word_embeddings = f.boolean("tie_word_embeddings", true);
+        c.attention_bias = true;
+        c.mlp_bias = true;
+    } else {
+        c.hidden_size = f.required_int({"hidden_size"});
+        c.num_hidden_layers = f.required_int({"num_hidden_layers"});
+        c.num_attention_heads = f.required_int({"num_attention_heads"});
+        c.intermediate_size = f.required_int({"intermediate_size"});
+        c.num_key_value_heads = f.optional_int({"num_key_value_heads"}).value_or(c.num_attention_heads);
+        c.max_position_embeddings = f.optional_int({"max_position_embeddings"}).value_or(2048);
+        c.norm_eps = f.number({"rms_norm_eps"}, 1e-6);
+        c.hidden_act = f.string({"hidden_act"}, "silu");
+        c.tie_word_embeddings = f.boolean("tie_word_embeddings", false);
+        // qwen2 always has q/k/v biases and writes no attention_bias field.
+        c.attention_bias = c.model_type == "qwen2" ? true : f.boolean("attention_bias", false);
+        c.mlp_bias = f.boolean("mlp_bias", false);
+
+        // RoPE: transformers 4.x writes rope_theta (and rope_scaling) at the top level, 5.x nests both in rope_parameters.
+        c.rope_theta = f.number({"rope_theta"}, 10000.0);
+        for (const char* block : {"rope_scaling", "rope_parameters"}) {
+            const nlohmann::json* r = f.find({block});
+            if (!r) continue;
+            DEVIANT_REQUIRE(r->is_object(), "{}: field '{}' must be an object, got {}", file, block, r->type_name());
+            detail::ConfigFields rf(*r, fmt::format("{}: field '{}'", file, block));
+            c.rope_theta = rf.number({"rope_theta"}, c.rope_theta);
+            c.rope_type = rf.string({"rope_type", "type"}, c.rope_type);
+        }
+    }
+    std::optional<std::int64_t> head_dim = f.optional_int({"head_dim"});
+    c.bos_token_ids = f.token_ids("bos_token_id");
+    c.eos_token_ids = f.token_ids("eos_token_id");
+    c.dtype = f.string({"dtype", "torch_dtype"}, "");
+
+    auto positive = [&](std::int64_t v, const char* name) {
+        DEVIANT_REQUIRE(v > 0, "{}: field '{}' must be positive, got {}", file, name, v);
+    };
+    positive(c.vocab_size, "vocab_size");
+    positive(c.hidden_size, gpt2 ? "n_embd" : "hidden_size");
+    positive(c.intermediate_size, gpt2 ? "n_inner" : "intermediate_size");
+    positive(c.num_hidden_layers, gpt2 ? "n_layer" : "num_hidden_layers");
+    positive(c.num_attention_heads, gpt2 ? "n_head" : "num_attention_heads");
+    positive(c.num_key_value_heads, "num_key_value_heads");
+    positive(c.max_position_embeddings, gpt2 ? "n_positions" : "max_position_embeddings");
+    DEVIANT_REQUIRE(c.num_attention_heads % c.num_key_value_heads == 0,
+                    "{}: field 'num_key_value_heads' ({}) must divide num_attention_heads ({})", file, c.num_key_value_heads,
+                    c.num_attention_heads);
+    if (head_dim) {
+        positive(*head_dim, "head_dim");
+        c.head_dim = *head_dim;
+    } else {
+        DEVIANT_REQUIRE(c.hidden_size % c.num_attention_heads == 0,
+                        "{}: hidden size {} is not divisible by the {} attention heads (and no 'head_dim' field is given)",
+                        file, c.hidden_size, c.num_attention_heads);
+        c.head_dim = c.hidden_size / c.num_attention_heads;
+    }
+    DEVIANT_REQUIRE(c.norm_eps > 0, "{}: norm epsilon must be positive, got {}", file, c.norm_eps);
+    DEVIANT_REQUIRE(c.rope_theta > 0, "{}: field 'rope_theta' must be positive, got {}", file, c.rope_theta);
+    return c;
+}
+
+}  // namespace deviant::io

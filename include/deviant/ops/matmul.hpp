@@ -1,0 +1,190 @@
+// deviant/ops/matmul.hpp — matrix products: matmul and linear, with their differentiable versions.
+//   matmul(a, b): a (..., M, K) with b (K, N) (a shared weight) or b (..., K, N) with the same
+//                 batch dims -> (..., M, N)
+//   linear(x, w): x (..., in) @ w^T for w stored (out, in), as Hugging Face stores Linear weights.
+// Transposed views (row- or column-major last two dims) go to BLAS with a transpose flag, no copy;
+// other layouts are copied first. CPU: OpenBLAS (bfloat16 multiplies in float32); CUDA: cuBLASLt
+// (kernels/matmul.cuh) with float32 accumulation for float32/bfloat16 and float64 for float64.
+#pragma once
+#include <cblas.h>
+
+#include <climits>
+
+#include "deviant/ops/elementwise.hpp"
+#include "deviant/ops/matmul_layout.hpp"
+
+namespace deviant::kernels {
+// c (batch, M, N) contiguous = a (batch, M, K) @ b (batch, K, N); a and b are rank-3 refs whose last
+// two dims are row- or column-major (ops::matrix_layout) and whose batch stride is used as given.
+// allow_tf32: let float32 products use TF32 tensor cores (faster, ~1e-3 relative error).
+DEVIANT_CUDA_LAUNCHER(matmul_batched, const TensorRef& a, const TensorRef& b, const TensorRef& c, bool allow_tf32)
+}  // namespace deviant::kernels
+
+namespace deviant::ops {
+
+// Process-wide switch for TF32 in float32 CUDA products; off by default (exact float32).
+inline bool& matmul_allow_tf32() {
+    static bool allow = false;
+    return allow;
+}
+
+namespace detail {
+// t (..., R, C) as (prod(...) * R, C): a view when t is contiguous, a copy otherwise.
+inline Tensor fold_rows(const Tensor& t) {
+    std::int64_t rows = 1;
+    for (int i = 0; i + 1 < t.rank(); ++i) rows *= t.size(i);
+    return t.reshape({rows, t.size(-1)});
+}
+
+// t (..., R, C) viewed as a rank-3 ref (batch, R, C) that BLAS can read, copying t when its
+// layout does not allow that. `keep` holds the copy alive.
+inline TensorRef batched_operand(const Tensor& t, std::int64_t batch, Tensor& keep) {
+    keep = t;
+    auto try_ref = [&](const Tensor& x, TensorRef& out) {
+        int r = x.rank();
+        std::int64_t batch_stride = 0, expected = -1;
+        for (int i = r - 3; i >= 0; --i) {  // the batch dims must collapse into one stride
+            if (x.size(i) == 1) continue;
+            if (expected < 0) batch_stride = x.strides()[i];
+            else if (x.strides()[i] != expected) return false;
+            expected = x.strides()[i] * x.size(i);
+        }
+        if (batch > 1 && batch_stride <= 0) return false;
+        MatrixLayout l = matrix_layout(x.size(-2), x.size(-1), x.strides()[r - 2], x.strides()[r - 1]);
+        if (!l.ok) return false;
+        out = TensorRef{};
+        out.data = x.raw_data();
+        out.dtype = x.dtype();
+        out.rank = 3;
+        out.shape[0] = batch, out.shape[1] = x.size(-2), out.shape[2] = x.size(-1);
+        out.strides[0] = batch_stride, out.strides[1] = x.strides()[r - 2], out.strides[2] = x.strides()[r - 1];
+        return true;
+    };
+    TensorRef ref;
+    if (try_ref(t, ref)) return ref;
+    keep = t.clone();  // a fresh row-major copy always fits
+    bool ok = try_ref(keep, ref);
+    DEVIANT_REQUIRE(ok, "matmul: cannot lay out operand {} for BLAS", t.describe());
+    return ref;
+}
+
+inline int blas_int(std::int64_t v, const char* what) {
+    DEVIANT_REQUIRE(v <= INT_MAX, "matmul: {} = {} exceeds the BLAS integer range", what, v);
+    return int(v);
+}
+
+// CPU: c (contiguous) = a @ b, batch by batch, float32 or float64.
+template <class T>
+void cpu_gemm(const TensorRef& a, const TensorRef& b, T* c) {
+    const std::int64_t batch = a.shape[0], M = a.shape[1], K = a.shape[2], N = b.shape[2];
+    MatrixLayout la = matrix_layout(M, K, a.strides[1], a.strides[2]);
+    MatrixLayout lb = matrix_layout(K, N, b.strides[1], b.strides[2]);
+    const int m = blas_int(M, "M"), n = blas_int(N, "N"), k = blas_int(K, "K");
+    const int lda = blas_int(la.ld, "lda"), ldb = blas_int(lb.ld, "ldb");
+    const CBLAS_TRANSPOSE ta = la.transposed ? CblasTrans : CblasNoTrans, tb = lb.transposed ? CblasTrans : CblasNoTrans;
+    for (std::int64_t i = 0; i < batch; ++i) {
+        const T* pa = static_cast<const T*>(a.data) + i * a.strides[0];
+        const T* pb = static_cast<const T*>(b.data) + i * b.strides[0];
+        T* pc = c + i * M * N;
+        if constexpr (std::is_same_v<T, float>)
+            cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, 1.0f, pa, lda, pb, ldb, 0.0f, pc, n);
+        else
+            cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, 0.0, pc, n);
+    }
+}
+}  // namespace detail
+
+// a (..., M, K) @ b (K, N) or (..., K, N) -> (..., M, N).
+inline Tensor matmul(const Tensor& a, const Tensor& b) {
+    detail::require_float(a, "matmul");
+    detail::require_float(b, "matmul");
+    DEVIANT_REQUIRE(a.rank() >= 2 && b.rank() >= 2, "matmul: needs matrices, got {} @ {}", a.shape().str(), b.shape().str());
+    DEVIANT_REQUIRE(a.dtype() == b.dtype(), "matmul: dtype mismatch, {} @ {}", a.describe(), b.describe());
+    require_same_device(a, b, "matmul");
+    const std::int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
+    DEVIANT_REQUIRE(b.size(-2) == K, "matmul: inner dimensions differ, {} @ {}", a.shape().str(), b.shape().str());
+    const bool shared_weight = b.rank() == 2;
+    if (!shared_weight) {
+        bool same_batch = a.rank() == b.rank();
+        for (int i = 0; same_batch && i < a.rank() - 2; ++i) same_batch = a.size(i) == b.size(i);
+        DEVIANT_REQUIRE(same_batch, "matmul: batch dims differ, {} @ {} (b must be (K, N) or share a's batch dims)",
+                        a.shape().str(), b.shape().str());
+    }
+    if (a.device() == Device::cpu && a.dtype() == DType::bf16)  // OpenBLAS has no bf16 gemm here
+        return matmul(a.to(DType::f32), b.to(DType::f32)).to(DType::bf16);
+    Shape out_shape = a.shape();
+    out_shape[-1] = N;
+    Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
+    if (out.numel() == 0) return out;
+    if (K == 0) {
+        out.fill_(0.0);
+        return out;
+    }
+
+    // A shared weight folds a's batch into M: one GEMM of (batch * M, K) @ (K, N).
+    Tensor a_eff = shared_weight && a.rank() > 2 ? detail::fold_rows(a) : a;
+    std::int64_t batch = shared_weight ? 1 : out.numel() / (M * N);
+    Tensor keep_a, keep_b;
+    TensorRef ra = detail::batched_operand(a_eff, batch, keep_a), rb = detail::batched_operand(b, batch, keep_b);
+    TensorRef rc = out.ref();
+    rc.rank = 3;
+    rc.shape[0] = batch, rc.shape[1] = ra.shape[1], rc.shape[2] = N;
+    rc.strides[0] = ra.shape[1] * N, rc.strides[1] = N, rc.strides[2] = 1;
+    if (a.device() == Device::cuda) {
+        kernels::matmul_batched(ra, rb, rc, matmul_allow_tf32());
+        return out;
+    }
+    if (a.dtype() == DType::f32) detail::cpu_gemm<float>(ra, rb, out.data<float>());
+    else detail::cpu_gemm<double>(ra, rb, out.data<double>());
+    return out;
+}
+
+// x (..., in) @ w^T for w (out, in) -> (..., out); w's transpose is a view, never copied.
+inline Tensor linear(const Tensor& x, const Tensor& w) {
+    DEVIANT_REQUIRE(w.rank() == 2, "linear: weight must be (out, in), got {} for input {}", w.shape().str(), x.shape().str());
+    DEVIANT_REQUIRE(x.rank() >= 1 && x.size(-1) == w.size(1), "linear: input {} does not match weight {} (out, in)",
+                    x.shape().str(), w.shape().str());
+    if (x.rank() == 1) return matmul(x.unsqueeze(0), w.transpose(0, 1)).squeeze(0);
+    return matmul(x, w.transpose(0, 1));
+}
+
+}  // namespace deviant::ops
+
+namespace deviant {
+
+// --- differentiable products ---
+// dA = dC @ B^T; dB = A^T @ dC (summed over the batch when b is a shared (K, N) weight).
+inline Var matmul(Var a, Var b) {
+    return a.tape->record(ops::matmul(a.value(), b.value()), {a, b}, [](Tape& t, const Node& n) {
+        const Tensor& g = output_grad(t, n);
+        const Tensor &a = n.saved[0], &b = n.saved[1];
+        if (t.needs_grad(n, 0)) t.accumulate(n.in[0], ops::matmul(g, b.transpose(-1, -2)));
+        if (t.needs_grad(n, 1)) {
+            if (b.rank() == 2) {
+                Tensor a2 = a.rank() == 2 ? a : ops::detail::fold_rows(a);
+                Tensor g2 = g.rank() == 2 ? g : ops::detail::fold_rows(g);
+                t.accumulate(n.in[1], ops::matmul(a2.transpose(0, 1), g2));
+            } else {
+                t.accumulate(n.in[1], ops::matmul(a.transpose(-1, -2), g));
+            }
+        }
+    }, {a.value(), b.value()});
+}
+
+// x (..., in) @ w^T for w (out, in): dx = dy @ w, dw = dy^T @ x (summed over all leading dims).
+inline Var linear(Var x, Var w) {
+    DEVIANT_REQUIRE(x.value().rank() >= 2, "linear: input must be (..., in), got {} with weight {}", x.shape().str(),
+                    w.shape().str());
+    return x.tape->record(ops::linear(x.value(), w.value()), {x, w}, [](Tape& t, const Node& n) {
+        const Tensor& g = output_grad(t, n);
+        const Tensor &x = n.saved[0], &w = n.saved[1];
+        if (t.needs_grad(n, 0)) t.accumulate(n.in[0], ops::matmul(g, w));
+        if (t.needs_grad(n, 1)) {
+            Tensor x2 = x.rank() == 2 ? x : ops::detail::fold_rows(x);
+            Tensor g2 = g.rank() == 2 ? g : ops::detail::fold_rows(g);
+            t.accumulate(n.in[1], ops::matmul(g2.transpose(0, 1), x2));
+        }
+    }, {x.value(), w.value()});
+}
+
+}  // namespace deviant

@@ -1,0 +1,249 @@
+// Transformer layers and model families:
+//  - `deviant score`'s pipeline against Hugging Face transformers (tests/data/models/
+//    make_model_fixtures.py, float64): per-pair log-probs, losses, gradient norms per tensor;
+//  - finite-difference gradient checks of every layer and of a whole model (float64);
+//  - the Llama alias against the same forward spelled out op by op.
+#define BOOST_TEST_MODULE models
+#include <boost/test/unit_test.hpp>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "gradcheck.hpp"
+#include "deviant/models/load.hpp"
+#include "deviant/objectives/registry.hpp"
+#include "deviant/train/pair_rows.hpp"
+
+using namespace deviant;
+using nlohmann::json;
+
+namespace {
+
+const std::string dir = DEVIANT_TEST_DATA_DIR "/models/";
+
+json expected() {
+    std::ifstream in(dir + "expected.json");
+    return json::parse(in);
+}
+
+double rel(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-30); }
+
+// Runs the score pipeline on the fixture pairs and compares with transformers' numbers.
+template <class Model>
+void compare_with_reference(Model& policy, const Model* ref, const std::string& objective, const json& want, DType dtype,
+                            double logp_tol, double grad_tol) {
+    auto pairs = data::read_token_pairs(dir + "pairs.jsonl", policy.config.vocab_size);
+    SequenceRows rows = make_rows(pairs, dtype);
+    policy.store.zero_grad();
+    Tape tape;
+    PairLogps lp = pair_logps(tape, policy, rows);
+    if (ref) std::tie(lp.ref_chosen_logp, lp.ref_rejected_logp) = reference_logps(*ref, rows);
+    ObjectiveResult r = make_objective(objective)(lp);
+    tape.backward(r.loss);
+    auto c = lp.chosen_logp.value().to_vector<double>(), rj = lp.rejected_logp.value().to_vector<double>();
+    for (std::size_t i = 0; i < c.size(); ++i) {
+        BOOST_TEST(rel(c[i], want["pairs"][i]["chosen_logp"]) < logp_tol, "pair " << i << " chosen " << c[i]);
+        BOOST_TEST(rel(rj[i], want["pairs"][i]["rejected_logp"]) < logp_tol, "pair " << i << " rejected " << rj[i]);
+        if (ref) {
+            BOOST_TEST(rel(lp.ref_chosen_logp.to_vector<double>()[i], want["pairs"][i]["ref_chosen_logp"]) < logp_tol);
+        }
+    }
+    BOOST_TEST(rel(r.loss.value().item(), want["loss"]) < logp_tol);
+    std::size_t n = 0;
+    for (auto& [name, norm] : want["grad_norms"].items()) {
+        BOOST_TEST_CONTEXT("gradient of " << name) {
+            BOOST_REQUIRE(policy.store.contains(name));
+            const Parameter& p = policy.store.at(name);
+            double sq = 0;
+            for (double g : p.grad.to_vector<double>()) sq += g * g;
+            BOOST_TEST(rel(std::sqrt(sq), double(norm)) < grad_tol);
+        }
+        ++n;
+    }
+    BOOST_TEST(n == policy.store.parameters().size());  // every model parameter is reported, no more
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(llama_matches_transformers) {
+    json e = expected();
+    for (DType dt : {DType::f32, DType::f64}) {
+        // float64: transformers keeps RoPE's inverse frequencies float32-rounded even in a
+        // float64 model, which moves its numbers by ~1e-7 relative; ours are exact.
+        double logp_tol = dt == DType::f32 ? 1e-4 : 1e-6, grad_tol = dt == DType::f32 ? 1e-3 : 1e-6;
+        auto policy = load_pretrained_as<Llama>(dir + "llama", dt);
+        auto ref = load_pretrained_as<Llama>(dir + "llama_ref", dt);
+        BOOST_TEST(policy->config.num_key_value_heads < policy->config.num_attention_heads);  // grouped-query heads
+        BOOST_TEST_CONTEXT("sft " << dtype_name(dt)) compare_with_reference(*policy, (const Llama*)nullptr, "sft", e["llama_sft"], dt, logp_tol, grad_tol);
+        BOOST_TEST_CONTEXT("dpo " << dtype_name(dt)) compare_with_reference(*policy, ref.get(), "dpo", e["llama_dpo"], dt, logp_tol, grad_tol);
+        BOOST_TEST_CONTEXT("ddpo " << dtype_name(dt)) compare_with_reference(*policy, ref.get(), "ddpo", e["llama_ddpo"], dt, logp_tol, grad_tol);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(gpt2_matches_transformers) {
+    json e = expected();
+    for (DType dt : {DType::f32, DType::f64}) {
+        auto policy = load_pretrained_as<Gpt2>(dir + "gpt2", dt);
+        BOOST_TEST(!policy->store.contains("lm_head.weight"));  // tied to transformer.wte.weight
+        compare_with_reference(*policy, (const Gpt2*)nullptr, "sft", e["gpt2_sft"], dt, dt == DType::f32 ? 1e-4 : 1e-10,
+                               dt == DType::f32 ? 1e-3 : 1e-9);
+    }
+}
+
+namespace {
+io::ModelConfig tiny_config(io::ModelFamily family) {
+    io::ModelConfig c;
+    c.family = family;
+    c.model_type = family == io::ModelFamily::gpt2 ? "gpt2" : "llama";
+    c.vocab_size = 11;
+    c.hidden_size = 8;
+    c.intermediate_size = 12;
+    c.num_hidden_layers = 2;
+    c.num_attention_heads = 4;
+    c.num_key_value_heads = family == io::ModelFamily::gpt2 ? 4 : 2;
+    c.head_dim = 2;
+    c.max_position_embeddings = 16;
+    c.norm_eps = 1e-5;
+    c.rope_theta = 100.0;
+    c.tie_word_embeddings = family == io::ModelFamily::gpt2;
+    c.attention_bias = family == io::ModelFamily::gpt2;
+    return c;
+}
+
+// Central differences on every parameter element of a model against its backward pass.
+template <class Model>
+void check_model_gradients(Model& m, const std::function<Var(Tape&)>& loss) {
+    m.store.zero_grad();
+    {
+        PoisonAllocations poison;
+        Tape t;
+        t.backward(loss(t));
+    }
+    for (Parameter& p : m.parameters()) {
+        auto analytic = p.grad.to_vector<double>();
+        std::vector<double> numeric(analytic.size());
+        double* x = p.value.template data<double>();
+        for (std::size_t k = 0; k < numeric.size(); ++k) {
+            double keep = x[k], eps = 1e-6;
+            NoGradGuard ng;
+            Tape t1, t2;
+            x[k] = keep + eps;
+            double up = loss(t1).value().item();
+            x[k] = keep - eps;
+            double down = loss(t2).value().item();
+            x[k] = keep;
+            numeric[k] = (up - down) / (2 * eps);
+        }
+        BOOST_TEST_INFO("parameter " << p.name);
+        BOOST_TEST(testing::relative_error(analytic, numeric) < 1e-6);
+    }
+}
+
+Tensor ids_tensor(std::vector<std::int64_t> v, std::int64_t B, std::int64_t T) { return Tensor::from(v, {B, T}); }
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(whole_model_gradients_llama_and_gpt2) {
+    std::vector<std::int64_t> ids{1, 5, 3, 7, 2, 9, 4, 4, 0, 10, 6, 8};
+    std::vector<std::int64_t> seg{0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 1};  // packed row and padded row
+    TokenBatch batch{ids_tensor(ids, 2, 6), ids_tensor(seg, 2, 6)};
+    std::mt19937 rng(3);
+    Tensor proj = testing::random_tensor({2, 5}, rng);
+    {
+        Llama m(tiny_config(io::ModelFamily::llama), {}, 7, DType::f64);
+        for (auto& p : m.parameters()) p.value = testing::random_tensor(p.value.shape(), rng, -0.5, 0.5);
+        check_model_gradients(m, [&](Tape& t) { return sum_all(m.next_token_logprobs(t, batch) * t.constant(proj)); });
+    }
+    {
+        Gpt2 m(tiny_config(io::ModelFamily::gpt2), {}, 7, DType::f64);
+        for (auto& p : m.parameters()) p.value = testing::random_tensor(p.value.shape(), rng, -0.5, 0.5);
+        check_model_gradients(m, [&](Tape& t) { return sum_all(m.next_token_logprobs(t, batch) * t.constant(proj)); });
+    }
+}
+
+BOOST_AUTO_TEST_CASE(layer_gradients_with_respect_to_inputs) {
+    io::ModelConfig c = tiny_config(io::ModelFamily::llama);
+    ParameterStore store(DType::f64, 5);
+    nn::RmsNorm rms;
+    rms.bind(store, "rms", c);
+    nn::LayerNorm ln;
+    ln.bind(store, "ln", c);
+    nn::SwiGlu<LlamaNames> swiglu;
+    swiglu.bind(store, "mlp", c);
+    nn::GeluMlp<Gpt2Names> gelu;
+    gelu.bind(store, "gelu", c);
+    nn::SelfAttention<nn::SeparateQkv<LlamaNames>, nn::RotaryPositions> attn;
+    attn.bind(store, "attn", c);
+    std::mt19937 rng(9);
+    for (auto& p : store.parameters()) p.value = testing::random_tensor(p.value.shape(), rng, -0.5, 0.5);
+    std::vector<std::int64_t> seg{0, 0, 0, 0, 0, 0, 1, 1};
+    Tensor segments = Tensor::from(seg, {2, 4});
+    ForwardContext ctx{c, positions_from_segments(segments), causal_segment_mask(segments)};
+    auto x = [&] { return testing::random_tensor({2, 4, 8}, rng); };
+    testing::check_gradient("rmsnorm", [&](Tape& t, std::vector<Var>& v) { return rms.forward(t, v[0]); }, {x()});
+    testing::check_gradient("layernorm", [&](Tape& t, std::vector<Var>& v) { return ln.forward(t, v[0]); }, {x()});
+    testing::check_gradient("swiglu", [&](Tape& t, std::vector<Var>& v) { return swiglu.forward(t, v[0], ctx); }, {x()});
+    testing::check_gradient("gelu mlp", [&](Tape& t, std::vector<Var>& v) { return gelu.forward(t, v[0], ctx); }, {x()});
+    testing::check_gradient("attention (GQA, RoPE, packed)", [&](Tape& t, std::vector<Var>& v) { return attn.forward(t, v[0], ctx); }, {x()});
+    Tensor pos = Tensor::from(std::vector<std::int64_t>{0, 1, 2, 3, 0, 1, 5, 9}, {2, 4});
+    testing::check_gradient("rope", [&](Tape&, std::vector<Var>& v) { return rope(v[0], pos, 10.0); }, {testing::random_tensor({2, 3, 4, 6}, rng)});
+}
+
+// The same Llama forward written op by op (no layer types) gives identical logits.
+BOOST_AUTO_TEST_CASE(llama_alias_equals_hand_spelled_forward) {
+    auto m = load_pretrained_as<Llama>(dir + "llama", DType::f64);
+    const auto& c = m->config;
+    std::vector<std::int64_t> ids{3, 17, 40, 16, 86, 68, 77, 5};
+    TokenBatch batch{Tensor::from(ids, {1, 8}), {}};
+    NoGradGuard ng;
+    Tape t;
+    Var alias = m->logits(t, batch);
+
+    auto P = [&](const std::string& n) { return t.param(m->store.at(n)); };
+    std::int64_t T = 8, H = c.num_attention_heads, Hkv = c.num_key_value_heads, D = c.head_dim;
+    Tensor pos = Tensor::from(std::vector<std::int64_t>{0, 1, 2, 3, 4, 5, 6, 7}, {1, 8});
+    std::vector<std::uint8_t> causal(std::size_t(T * T));
+    for (std::int64_t i = 0; i < T; ++i)
+        for (std::int64_t j = 0; j < T; ++j) causal[std::size_t(i * T + j)] = j > i;
+    Tensor mask = Tensor::from(causal, {1, 1, T, T});
+    auto rms = [&](Var x, const std::string& w) { return x * rsqrt(mean(x * x, -1, true) + c.norm_eps) * P(w); };
+    Var x = embedding(P("model.embed_tokens.weight"), batch.ids);
+    for (int l = 0; l < c.num_hidden_layers; ++l) {
+        std::string pre = "model.layers." + std::to_string(l) + ".";
+        Var h = rms(x, pre + "input_layernorm.weight");
+        Var q = rope(transpose(reshape(linear(h, P(pre + "self_attn.q_proj.weight")), {1, T, H, D}), 1, 2), pos, c.rope_theta);
+        Var k = rope(transpose(reshape(linear(h, P(pre + "self_attn.k_proj.weight")), {1, T, Hkv, D}), 1, 2), pos, c.rope_theta);
+        Var v = transpose(reshape(linear(h, P(pre + "self_attn.v_proj.weight")), {1, T, Hkv, D}), 1, 2);
+        std::vector<Var> heads;
+        for (std::int64_t hh = 0; hh < H; ++hh) {
+            std::int64_t g = hh / (H / Hkv);
+            Var s = scale(matmul(narrow(q, 1, hh, 1), transpose(narrow(k, 1, g, 1), -1, -2)), 1.0 / std::sqrt(double(D)));
+            heads.push_back(matmul(softmax(masked_fill(s, mask, -1e300), -1), narrow(v, 1, g, 1)));
+        }
+        Var att = reshape(transpose(concat(heads, 1), 1, 2), {1, T, H * D});
+        x = x + linear(att, P(pre + "self_attn.o_proj.weight"));
+        Var h2 = rms(x, pre + "post_attention_layernorm.weight");
+        x = x + linear(silu(linear(h2, P(pre + "mlp.gate_proj.weight"))) * linear(h2, P(pre + "mlp.up_proj.weight")),
+                       P(pre + "mlp.down_proj.weight"));
+    }
+    Var by_hand = linear(rms(x, "model.norm.weight"), P("lm_head.weight"));
+    BOOST_TEST(testing::relative_error(alias.value().to_vector<double>(), by_hand.value().to_vector<double>()) < 1e-13);
+}
+
+BOOST_AUTO_TEST_CASE(bad_pairs_name_file_line_and_field) {
+    auto tmp = std::filesystem::temp_directory_path() / "deviant_bad_pairs.jsonl";
+    auto expect = [&](const std::string& content, const std::string& needle) {
+        std::ofstream(tmp) << content;
+        BOOST_CHECK_EXCEPTION(data::read_token_pairs(tmp, 96), Error, [&](const Error& e) {
+            std::string m = e.what();
+            BOOST_TEST_INFO(m);
+            return m.find(tmp.string()) != std::string::npos && m.find(needle) != std::string::npos;
+        });
+    };
+    expect("{\"prompt_ids\":[1],\"chosen_ids\":[2],\"rejected_ids\":[3]}\n{\"prompt_ids\":[1],\"chosen_ids\":[],\"rejected_ids\":[3]}\n", ":2:");
+    expect("{\"prompt_ids\":[1],\"chosen_ids\":[2],\"rejected_ids\":[300]}\n", "rejected_ids");
+    expect("{\"prompt_ids\":[1],\"chosen_ids\":[2]}\n", "rejected_ids");
+    expect("{\"prompt_ids\":[1],\"chosen_ids\":[2],\"rejected_ids\":[3]\n", ":1:");
+    expect("{\"prompt_ids\":[1],\"chosen_ids\":[2.5],\"rejected_ids\":[3]}\n", "chosen_ids");
+    BOOST_CHECK_THROW(data::read_token_pairs("/nonexistent/pairs.jsonl"), Error);
+    std::filesystem::remove(tmp);
+}
