@@ -9,7 +9,9 @@
 #pragma once
 #include <array>
 #include <cstring>
+#include <deque>
 #include <memory>
+#include <unordered_map>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -105,10 +107,10 @@ public:
     Var constant(Tensor value) { return push_value(std::move(value), false, nullptr); }
     // A leaf bound to a Parameter: backward adds its gradient into p.grad. One id per parameter per tape.
     Var param(Parameter& p) {
-        for (std::size_t i = 0; i < param_ids_.size(); ++i)
-            if (params_[param_ids_[i]] == &p) return Var{this, param_ids_[i]};
+        if (auto it = param_index_.find(&p); it != param_index_.end()) return Var{this, it->second};
         Var v = push_value(p.value, p.trainable && grad_enabled(), &p);
         param_ids_.push_back(v.id);
+        param_index_.emplace(&p, v.id);
         return v;
     }
 
@@ -193,6 +195,7 @@ public:
         requires_grad_.clear();
         params_.clear();
         param_ids_.clear();
+        param_index_.clear();
     }
 
 private:
@@ -213,10 +216,11 @@ private:
 
     std::vector<std::unique_ptr<Node[]>> blocks_;  // the node arena: blocks are reused across steps
     std::size_t n_nodes_ = 0;
-    std::vector<Tensor> values_, grads_;
+    std::deque<Tensor> values_, grads_;  // a deque: references handed out by value() stay valid as ops record
     std::vector<bool> requires_grad_;
     std::vector<Parameter*> params_;
     std::vector<std::int32_t> param_ids_;
+    std::unordered_map<const Parameter*, std::int32_t> param_index_;
 };
 
 inline const Tensor& Var::value() const { return tape->value(id); }
