@@ -1,6 +1,6 @@
 // `deviant score`: log-probs, loss and gradient norms of a checkpoint on token-id pairs.
 //   deviant score --model DIR [--ref DIR] --pairs FILE --objective NAME
-//                 [--beta X] [--lambda X] [--gamma X] [--label-smoothing X] [--grad-norms]
+//                 [--beta X] [--lambda X] [--gamma X] [--label-smoothing X] [--ipo-summed] [--grad-norms]
 //                 [--device cpu|cuda] [--dtype float32|float64] [--batch-size N]
 // Prints one JSON object: per-pair log-probs, the batch loss, TRL-named metrics and (with
 // --grad-norms) the L2 norm of d(loss)/d(parameter) keyed by checkpoint tensor name.
@@ -24,6 +24,7 @@ struct ScoreOptions {
     ObjectiveOptions objective_options;
     double beta = -1;
     bool grad_norms = false;
+    bool ipo_summed = false;
     std::int64_t batch_size = 0;
 };
 
@@ -44,6 +45,7 @@ int score(Policy& policy, const ScoreOptions& o) {
     auto pairs = data::read_token_pairs(o.pairs, policy.config.vocab_size);
     ObjectiveOptions oo = o.objective_options;
     if (o.beta > 0) oo.beta = o.beta;
+    if (o.ipo_summed) oo.ipo_average = false;
     AnyObjective objective = make_objective(o.objective, oo);
     std::int64_t B = std::int64_t(pairs.size());
     std::int64_t chunk = o.batch_size > 0 ? o.batch_size : B;
@@ -132,6 +134,7 @@ deviant::cli::Registration reg{{"score", "Log-probs, loss and gradient norms of 
     app.add_option("--label-smoothing", o->objective_options.label_smoothing, "DPO label smoothing")->capture_default_str();
     app.add_option("--nll-alpha", o->objective_options.nll_alpha, "weight of an added NLL term (RPO)")->capture_default_str();
     app.add_flag("--orpo-prompt-nll", o->objective_options.orpo_nll_includes_prompt, "ORPO NLL over prompt and completion (TRL)");
+    app.add_flag("--ipo-summed", o->ipo_summed, "IPO on summed log-ratios (OpenRLHF) instead of length-averaged (TRL)");
     app.add_flag("--grad-norms", o->grad_norms, "Report per-parameter gradient norms");
     app.add_option("--device", o->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
     app.add_option("--dtype", o->dtype, "float32 or float64 compute")->capture_default_str();

@@ -7,6 +7,7 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "deviant/objectives/registry.hpp"
 
@@ -46,6 +47,12 @@ ObjectiveOptions options_of(const json& o) {
     if (o.contains("nll_alpha")) opt.nll_alpha = o["nll_alpha"];
     opt.orpo_nll_includes_prompt = o.value("prompt_nll", false);
     if (o.value("released_code", false)) opt.dorpo_placement = losses::WeightPlacement::released_code;
+    opt.ipo_average = o.value("ipo_average", true);
+    // every option of the fixture is understood: an unknown name would silently test the default
+    for (auto& [key, value] : o.items())
+        BOOST_REQUIRE_MESSAGE((std::set<std::string>{"beta", "lambda", "gamma", "label_smoothing", "nll_alpha", "prompt_nll",
+                                                     "released_code", "ipo_average"}.count(key)),
+                              "unknown fixture option " << key);
     return opt;
 }
 
@@ -84,7 +91,7 @@ BOOST_AUTO_TEST_CASE(objectives_match_pytorch_reference) {
             ++n;
         }
     }
-    BOOST_TEST(n == 48);
+    BOOST_TEST(n == 63);  // 21 variants x 3 batches
 }
 
 // With every weight 1 the weighted objectives are bit-identical to the unweighted ones.

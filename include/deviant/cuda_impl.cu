@@ -11,3 +11,6 @@
 #include "deviant/kernels/reduce.cuh"
 #include "deviant/kernels/softmax.cuh"
 #include "deviant/kernels/matmul.cuh"
+#include "deviant/kernels/segment.cuh"
+#include "deviant/kernels/adamw.cuh"
+#include "deviant/kernels/grad_norm.cuh"

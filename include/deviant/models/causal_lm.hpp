@@ -80,6 +80,13 @@ public:
         return reshape(gather(lp, targets, -1), {B, T - 1});
     }
 
+    // Calls f(module_path, projection) for every Linear / Conv1D projection, layer by layer
+    // (module_path is the checkpoint's, e.g. "model.layers.0.self_attn.q_proj").
+    template <class F>
+    void for_each_projection(F&& f) {
+        for (Block& b : blocks_) b.for_each_projection(f);
+    }
+
     Device device() const { return token_embedding_->value.device(); }
     void to(Device d) { store.to(d); }
     std::deque<Parameter>& parameters() { return store.parameters(); }

@@ -3,6 +3,8 @@
 //   Var forward(Tape&, Var x, const ForwardContext&) const
 // `bind` takes the parameters under the checkpoint's own names (Names supplies the family's
 // spelling); `forward` records ops on the tape. Families (models/families.hpp) compose them.
+// Layers holding projections also have for_each_projection(f), calling f(module_path, proj)
+// for each Linear / Conv1D inside (how nn/lora.hpp finds the projections to adapt).
 //   Linear            y = x W^T (+ b), W (out, in)           — Hugging Face nn.Linear
 //   Conv1D            y = x W + b,     W (in, out)           — GPT-2's transposed storage
 //   RmsNorm           y = x / sqrt(mean(x^2) + eps) * w
@@ -13,6 +15,8 @@
 #pragma once
 #include <cmath>
 #include <limits>
+#include <string>
+#include <utility>
 
 #include "deviant/nn/context.hpp"
 #include "deviant/nn/parameter_store.hpp"
@@ -29,27 +33,54 @@ namespace deviant::nn {
 inline std::string join(const std::string& a, std::string_view b) { return a.empty() ? std::string(b) : a + "." + std::string(b); }
 
 // --- projections ---
+// A low-rank update that nn/lora.hpp attaches to a projection: while *enabled, the projection
+// adds scaling * (x A^T) B^T to its output. The adapter is owned by nn::LoraAdapters.
+struct LowRankAdapter {
+    Parameter* a = nullptr;  // (r, in)
+    Parameter* b = nullptr;  // (out, r)
+    double scaling = 1.0;
+    const bool* enabled = nullptr;
+    Var apply(Tape& t, Var x, Var y) const {
+        if (!*enabled) return y;
+        return y + scale(linear(linear(x, t.param(*a)), t.param(*b)), scaling);
+    }
+};
+
 struct Linear {
     Parameter* weight = nullptr;  // (out, in)
     Parameter* bias = nullptr;    // (out,) or none
+    std::string module;           // checkpoint module path, e.g. "model.layers.0.self_attn.q_proj"
+    const LowRankAdapter* adapter = nullptr;
     void bind(ParameterStore& s, const std::string& prefix, std::int64_t in, std::int64_t out, bool with_bias) {
+        module = prefix;
         weight = &s.get(join(prefix, "weight"), {out, in});
         bias = with_bias ? &s.get(join(prefix, "bias"), {out}, Init::zeros) : nullptr;
     }
     Var forward(Tape& t, Var x) const {
         Var y = linear(x, t.param(*weight));
-        return bias ? y + t.param(*bias) : y;
+        if (bias) y = y + t.param(*bias);
+        return adapter ? adapter->apply(t, x, y) : y;
     }
+    template <class F>
+    void for_each_projection(F&& f) { f(std::as_const(module), *this); }
 };
 
 struct Conv1D {
     Parameter* weight = nullptr;  // (in, out)
     Parameter* bias = nullptr;    // (out,)
+    std::string module;           // checkpoint module path, e.g. "transformer.h.0.attn.c_attn"
+    const LowRankAdapter* adapter = nullptr;
     void bind(ParameterStore& s, const std::string& prefix, std::int64_t in, std::int64_t out) {
+        module = prefix;
         weight = &s.get(join(prefix, "weight"), {in, out});
         bias = &s.get(join(prefix, "bias"), {out}, Init::zeros);
     }
-    Var forward(Tape& t, Var x) const { return matmul(x, t.param(*weight)) + t.param(*bias); }
+    Var forward(Tape& t, Var x) const {
+        Var y = matmul(x, t.param(*weight)) + t.param(*bias);
+        return adapter ? adapter->apply(t, x, y) : y;
+    }
+    template <class F>
+    void for_each_projection(F&& f) { f(std::as_const(module), *this); }
 };
 
 // --- norms ---
@@ -92,6 +123,8 @@ struct SwiGlu {
         down.bind(s, join(prefix, Names::mlp_down), c.intermediate_size, c.hidden_size, c.mlp_bias);
     }
     Var forward(Tape& t, Var x, const ForwardContext&) const { return down.forward(t, silu(gate.forward(t, x)) * up.forward(t, x)); }
+    template <class F>
+    void for_each_projection(F&& f) { gate.for_each_projection(f); up.for_each_projection(f); down.for_each_projection(f); }
 };
 
 template <class Names>
@@ -102,6 +135,8 @@ struct GeluMlp {
         proj.bind(s, join(prefix, Names::mlp_proj), c.intermediate_size, c.hidden_size);
     }
     Var forward(Tape& t, Var x, const ForwardContext&) const { return proj.forward(t, gelu_tanh(fc.forward(t, x))); }
+    template <class F>
+    void for_each_projection(F&& f) { fc.for_each_projection(f); proj.for_each_projection(f); }
 };
 
 // --- query/key/value projections: each returns q (B, T, H*D), k and v (B, T, Hkv*D) ---
@@ -117,6 +152,8 @@ struct SeparateQkv {
     }
     std::array<Var, 3> project(Tape& t, Var x, const ModelConfig&) const { return {q.forward(t, x), k.forward(t, x), v.forward(t, x)}; }
     Var output(Tape& t, Var x) const { return o.forward(t, x); }
+    template <class F>
+    void for_each_projection(F&& f) { q.for_each_projection(f); k.for_each_projection(f); v.for_each_projection(f); o.for_each_projection(f); }
 };
 
 template <class Names>
@@ -133,6 +170,8 @@ struct FusedQkv {
         return {narrow(all, -1, 0, d), narrow(all, -1, d, d), narrow(all, -1, 2 * d, d)};
     }
     Var output(Tape& t, Var x) const { return o.forward(t, x); }
+    template <class F>
+    void for_each_projection(F&& f) { qkv.for_each_projection(f); o.for_each_projection(f); }
 };
 
 // --- position handling inside attention ---
@@ -167,6 +206,8 @@ struct SelfAttention {
         Var out = matmul(softmax(scores, -1), vh);                                            // (B, H, T, D)
         return proj.output(t, reshape(transpose(out, 1, 2), {B, T, H * D}));
     }
+    template <class F>
+    void for_each_projection(F&& f) { proj.for_each_projection(f); }
 };
 
 // Pre-norm residual block: x + attn(norm1(x)), then + mlp(norm2(x)).
@@ -185,6 +226,8 @@ struct PreNormBlock {
         Var h = x + attn.forward(t, norm1.forward(t, x), ctx);
         return h + mlp.forward(t, norm2.forward(t, h), ctx);
     }
+    template <class F>
+    void for_each_projection(F&& f) { attn.for_each_projection(f); mlp.for_each_projection(f); }
 };
 
 // --- embeddings ---

@@ -4,13 +4,18 @@
 //     Loss      — a loss policy from losses.hpp (or your own, same interface)
 //     Weighting — Unweighted, or DeviationWeighted: each pair's loss is multiplied by its chosen
 //                 response's deviation weight (deviation/deviation.hpp computes those weights when
-//                 the pairs are built; see method.md "Deviation weights").
+//                 the pairs are built; see method.md "Deviation weights"). A weighting policy is
+//                 `static constexpr bool weighted` plus, optionally, `Tensor transform(const Tensor& w)
+//                 const` mapping the batch's (B,) weights to the ones applied (e.g. clipping); the
+//                 objective holds a copy of it (docs/adding-an-objective.md).
 //
 // The batch loss is the mean over pairs of w_i * loss_i (+ alpha * NLL_i, RPO-style, when
 // nll_alpha > 0). DDPO and DORPO are aliases: DeviationWeighted over Dpo and Orpo; with every
 // weight 1 they equal DPO and ORPO exactly (the multiplication by 1 is exact in floating point).
 // Empty completions are rejected naming the pair, instead of producing 0/0.
 #pragma once
+#include <concepts>
+
 #include "deviant/objectives/losses.hpp"
 
 namespace deviant {
@@ -20,6 +25,12 @@ struct Unweighted {
 };
 struct DeviationWeighted {
     static constexpr bool weighted = true;
+};
+
+// A weighting policy that rewrites the weights before they are applied.
+template <class Weighting>
+concept TransformsWeights = requires(const Weighting& w, const Tensor& t) {
+    { w.transform(t) } -> std::convertible_to<Tensor>;
 };
 
 struct ObjectiveResult {
@@ -35,9 +46,11 @@ public:
 
     Loss loss{};
     double nll_alpha = 0.0;  // extra -abar_c term (RPO), 0 = off
+    Weighting weighting{};
 
     PreferenceObjective() = default;
     explicit PreferenceObjective(Loss l, double alpha = 0.0) : loss(l), nll_alpha(alpha) {}
+    PreferenceObjective(Loss l, Weighting w, double alpha = 0.0) : loss(l), nll_alpha(alpha), weighting(w) {}
 
     bool needs_reference() const { return loss.needs_reference(); }
     static constexpr bool weighted() { return Weighting::weighted; }
@@ -47,7 +60,16 @@ public:
         Metrics m;
         Var weight;
         if constexpr (Weighting::weighted) {
-            if (b.chosen_weight.defined()) weight = b.chosen_logp.tape->constant(b.chosen_weight.to(b.chosen_logp.device(), b.chosen_logp.dtype()));
+            if (b.chosen_weight.defined()) {
+                Tensor w = b.chosen_weight;
+                if constexpr (TransformsWeights<Weighting>) {
+                    w = weighting.transform(w);
+                    DEVIANT_REQUIRE(w.defined() && w.numel() == b.size(), "objective: the weighting's transform gave {} weights for {} pairs",
+                                    w.defined() ? w.numel() : 0, b.size());
+                    w = w.reshape({b.size()});
+                }
+                weight = b.chosen_logp.tape->constant(w.to(b.chosen_logp.device(), b.chosen_logp.dtype()));
+            }
         }
         Var per = loss.per_pair(b, weight.defined() ? &weight : nullptr, m);
         if (nll_alpha != 0.0) {

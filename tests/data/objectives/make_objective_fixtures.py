@@ -4,7 +4,10 @@
 Writes objective_cases.json: random batches of summed log-probs, token counts, reference
 log-probs and weights; for every objective variant the batch loss and the gradient of the loss
 with respect to the policy's chosen/rejected summed log-probs, in float64. Also records TRL's
-ORPO odds-ratio for mean log-probs near zero.
+ORPO odds-ratio for mean log-probs near zero. Options follow the JSON names of the cases:
+beta, lambda, gamma, label_smoothing, nll_alpha, prompt_nll (TRL's ORPO NLL over prompt and
+completion), released_code (DORPO weight placement of the paper's code), ipo_average (false =
+IPO on summed log-ratios, OpenRLHF's convention).
 Run: python3 make_objective_fixtures.py  (torch required)
 """
 import json
@@ -33,7 +36,10 @@ def objective(name, lc, lr, tc, tr, rc, rr, w, opts, full_lc=None, full_t=None):
         z = (lc - rc) - (lr - rr)
         loss = -(1 - eps) * F.logsigmoid(beta * z) - eps * F.logsigmoid(-beta * z)
     elif name == "ipo":
-        zbar = (lc - rc) / tc - (lr - rr) / tr
+        if opts.get("ipo_average", True):  # TRL: length-averaged log-ratios
+            zbar = (lc - rc) / tc - (lr - rr) / tr
+        else:  # OpenRLHF: summed log-ratios
+            zbar = (lc - rc) - (lr - rr)
         loss = (zbar - 1 / (2 * beta)) ** 2
     elif name == "hinge":
         z = (lc - rc) - (lr - rr)
@@ -68,10 +74,14 @@ def grad_or_zero(t):
 
 variants = [
     ("sft", {}), ("dpo", {}), ("dpo", {"beta": 0.5, "label_smoothing": 0.1}), ("ddpo", {}),
-    ("ipo", {}), ("ipo", {"beta": 0.3}), ("hinge", {"beta": 0.2}), ("simpo", {}),
+    ("ipo", {}), ("ipo", {"beta": 0.3}), ("ipo", {"ipo_average": False}),
+    ("ipo", {"beta": 0.3, "ipo_average": False}), ("hinge", {"beta": 0.2}), ("simpo", {}),
     ("simpo", {"beta": 1.5, "gamma": 0.3}), ("orpo", {}), ("orpo", {"lambda": 0.1}),
     ("orpo", {"prompt_nll": True}), ("dorpo", {}), ("dorpo", {"released_code": True}),
     ("dpo", {"nll_alpha": 0.5}), ("ddpo", {"beta": 0.2, "nll_alpha": 1.0}),
+    # TRL's ORPO NLL over prompt + completion, also with the released-code weight placement
+    ("orpo", {"prompt_nll": True, "lambda": 0.1}), ("dorpo", {"prompt_nll": True}),
+    ("dorpo", {"prompt_nll": True, "released_code": True}),
 ]
 
 for seed in range(3):

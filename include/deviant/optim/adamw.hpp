@@ -1,0 +1,220 @@
+// deviant/optim/adamw.hpp — AdamW with decoupled weight decay, exactly as torch.optim.AdamW.
+// Why: the trainer updates a model's Parameters (float32, bfloat16 or float64) from their
+// gradients. State (exp_avg m, exp_avg_sq v) is float32 for float32 and bfloat16 parameters
+// (bf16 weights get fp32 moments and fp32 math, rounded to nearest-even on the way back) and
+// float64 for float64 parameters. Each parameter keeps its own step count, so a parameter that
+// received no gradient in a step is skipped and keeps its bias correction, as in torch.
+// state_tensors()/load_state() move the state in and out of a checkpoint under the names
+// "<param>.exp_avg", "<param>.exp_avg_sq", "<param>.step" and "step" (the optimizer's count).
+// CPU loop here; the CUDA kernel (one launch per parameter) is in kernels/adamw.cuh.
+#pragma once
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "deviant/autodiff/tape.hpp"
+#include "deviant/io/safetensors.hpp"
+#include "deviant/optim/adamw_math.hpp"
+
+namespace deviant::kernels {
+// One AdamW update of a contiguous parameter (f32/bf16 with f32 state, or f64 with f64 state);
+// grad has the parameter's dtype and shape.
+DEVIANT_CUDA_LAUNCHER(adamw_step, const TensorRef& param, const TensorRef& grad, const TensorRef& exp_avg,
+                      const TensorRef& exp_avg_sq, const optim::AdamWCoefficients& c)
+}  // namespace deviant::kernels
+
+namespace deviant::optim {
+
+struct AdamWOptions {
+    double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+};
+
+// The dtype AdamW keeps its moments in for a parameter of dtype `t`.
+inline DType adamw_state_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }
+
+class AdamW {
+public:
+    // Non-trainable parameters are left out. Every parameter must be floating, named, and given once.
+    explicit AdamW(const std::vector<Parameter*>& params, AdamWOptions options = {}) : options_(options) {
+        DEVIANT_REQUIRE(options.beta1 >= 0 && options.beta1 < 1, "AdamW: beta1 {} is outside [0, 1)", options.beta1);
+        DEVIANT_REQUIRE(options.beta2 >= 0 && options.beta2 < 1, "AdamW: beta2 {} is outside [0, 1)", options.beta2);
+        DEVIANT_REQUIRE(options.eps >= 0 && std::isfinite(options.eps), "AdamW: eps {} must be finite and >= 0", options.eps);
+        DEVIANT_REQUIRE(options.weight_decay >= 0 && std::isfinite(options.weight_decay),
+                        "AdamW: weight_decay {} must be finite and >= 0", options.weight_decay);
+        std::set<const Parameter*> seen;
+        std::set<std::string> names;
+        for (std::size_t i = 0; i < params.size(); ++i) {
+            Parameter* p = params[i];
+            DEVIANT_REQUIRE(p != nullptr, "AdamW: parameter {} of {} is null", i, params.size());
+            if (!p->trainable) continue;
+            DEVIANT_REQUIRE(seen.insert(p).second, "AdamW: parameter '{}' is given more than once", p->name);
+            DEVIANT_REQUIRE(!p->name.empty(), "AdamW: parameter {} has no name (state is saved by name)", i);
+            DEVIANT_REQUIRE(names.insert(p->name).second, "AdamW: two different parameters are named '{}'", p->name);
+            DEVIANT_REQUIRE(p->value.defined() && is_floating(p->value.dtype()), "AdamW: parameter '{}' must be a floating tensor, got {}",
+                            p->name, p->value.defined() ? p->value.describe() : std::string("an undefined tensor"));
+            DType sd = adamw_state_dtype(p->value.dtype());
+            slots_.push_back(Slot{p, Tensor::zeros(p->value.shape(), sd, p->value.device()),
+                                  Tensor::zeros(p->value.shape(), sd, p->value.device()), 0});
+        }
+    }
+
+    const AdamWOptions& options() const { return options_; }
+    // Number of step() calls (including restored ones).
+    std::int64_t steps() const { return steps_; }
+    // The trainable parameters this optimizer updates, in order.
+    std::vector<Parameter*> parameters() const {
+        std::vector<Parameter*> out;
+        for (const auto& s : slots_) out.push_back(s.param);
+        return out;
+    }
+
+    // One update with learning rate `lr`; parameters without a gradient are skipped.
+    void step(double lr) {
+        DEVIANT_REQUIRE(std::isfinite(lr) && lr >= 0, "AdamW: learning rate {} must be finite and >= 0", lr);
+        for (auto& s : slots_) {
+            Parameter& p = *s.param;
+            if (!p.grad.defined()) continue;
+            DEVIANT_REQUIRE(p.grad.shape() == p.value.shape(), "AdamW: parameter '{}' has shape {} but its gradient {}", p.name,
+                            p.value.shape().str(), p.grad.shape().str());
+            DEVIANT_REQUIRE(p.grad.device() == p.value.device(), "AdamW: parameter '{}' is on {} but its gradient on {}", p.name,
+                            device_name(p.value.device()), device_name(p.grad.device()));
+            DEVIANT_REQUIRE(p.value.is_contiguous(), "AdamW: parameter '{}' is not contiguous ({})", p.name, p.value.describe());
+            if (s.exp_avg.device() != p.value.device()) {  // the parameter moved since the state was made
+                s.exp_avg = s.exp_avg.to(p.value.device());
+                s.exp_avg_sq = s.exp_avg_sq.to(p.value.device());
+            }
+            Tensor g = p.grad.dtype() == p.value.dtype() ? p.grad.contiguous() : p.grad.to(p.value.dtype()).contiguous();
+            s.step += 1;
+            AdamWCoefficients c = coefficients(lr, s.step);
+            if (p.value.device() == Device::cuda) kernels::adamw_step(p.value.ref(), g.ref(), s.exp_avg.ref(), s.exp_avg_sq.ref(), c);
+            else cpu_step(p.value, g, s.exp_avg, s.exp_avg_sq, c);
+        }
+        steps_ += 1;
+    }
+
+    // Zeroes every gradient (keeping the buffers, so a parameter stays "with a gradient").
+    void zero_grad() {
+        for (auto& s : slots_) s.param->zero_grad();
+    }
+
+    // The state by checkpoint name. Moment tensors share storage with the optimizer (no copy).
+    std::vector<std::pair<std::string, Tensor>> state_tensors() const {
+        std::vector<std::pair<std::string, Tensor>> out;
+        out.reserve(slots_.size() * 3 + 1);
+        for (const auto& s : slots_) {
+            out.emplace_back(s.param->name + ".exp_avg", s.exp_avg);
+            out.emplace_back(s.param->name + ".exp_avg_sq", s.exp_avg_sq);
+            out.emplace_back(s.param->name + ".step", Tensor::from(std::vector<std::int64_t>{s.step}, {1}));
+        }
+        out.emplace_back("step", Tensor::from(std::vector<std::int64_t>{steps_}, {1}));
+        return out;
+    }
+
+    // Restores state written by state_tensors(). Every name must be present with the parameter's
+    // shape, and no unknown name may appear; on any error the optimizer is left unchanged.
+    void load_state(const std::vector<std::pair<std::string, Tensor>>& named, const std::string& where = "optimizer state") {
+        std::map<std::string, const Tensor*> by_name;
+        for (const auto& [name, t] : named) {
+            DEVIANT_REQUIRE(by_name.emplace(name, &t).second, "{}: tensor '{}' appears twice", where, name);
+            DEVIANT_REQUIRE(t.defined(), "{}: tensor '{}' is undefined", where, name);
+        }
+        auto find = [&](const std::string& name, const Shape& shape) -> const Tensor& {
+            auto it = by_name.find(name);
+            DEVIANT_REQUIRE(it != by_name.end(), "{}: missing tensor '{}'", where, name);
+            DEVIANT_REQUIRE(it->second->shape() == shape, "{}: tensor '{}' has shape {}, expected {}", where, name,
+                            it->second->shape().str(), shape.str());
+            return *it->second;
+        };
+        auto count = [&](const std::string& name) -> std::int64_t {
+            const Tensor& t = find(name, Shape{1});
+            DEVIANT_REQUIRE(t.dtype() == DType::i64, "{}: tensor '{}' must be int64, got {}", where, name, dtype_name(t.dtype()));
+            std::int64_t v = t.to_vector<std::int64_t>()[0];
+            DEVIANT_REQUIRE(v >= 0, "{}: tensor '{}' holds a negative step count {}", where, name, v);
+            return v;
+        };
+        auto floating = [&](const std::string& name, const Shape& shape) -> const Tensor& {
+            const Tensor& t = find(name, shape);
+            DEVIANT_REQUIRE(is_floating(t.dtype()), "{}: tensor '{}' must be floating, got {}", where, name, dtype_name(t.dtype()));
+            return t;
+        };
+        std::vector<Slot> restored = slots_;
+        std::set<std::string> used{"step"};
+        std::int64_t total = count("step");
+        for (auto& s : restored) {
+            const std::string& n = s.param->name;
+            const Shape& shape = s.param->value.shape();
+            DType sd = adamw_state_dtype(s.param->value.dtype());
+            Device dev = s.param->value.device();
+            s.exp_avg = floating(n + ".exp_avg", shape).to(dev, sd, /*force_copy=*/true);
+            s.exp_avg_sq = floating(n + ".exp_avg_sq", shape).to(dev, sd, /*force_copy=*/true);
+            s.step = count(n + ".step");
+            used.insert({n + ".exp_avg", n + ".exp_avg_sq", n + ".step"});
+        }
+        for (const auto& [name, t] : by_name)
+            DEVIANT_REQUIRE(used.count(name), "{}: tensor '{}' names no state of this optimizer (its parameters differ)", where, name);
+        slots_ = std::move(restored);
+        steps_ = total;
+    }
+    void load_state(const io::SafetensorsFile& file) { load_state(read_all(file), file.path().string()); }
+    void load_state(const io::CheckpointReader& reader) {
+        std::vector<std::pair<std::string, Tensor>> named;
+        for (const auto& name : reader.names()) named.emplace_back(name, reader.load(name, stored_dtype(reader.info(name))));
+        load_state(named, named.empty() ? std::string("optimizer checkpoint") : reader.file_of(named.front().first).string());
+    }
+
+    // The CPU update (public so tests and the CUDA comparison can name it).
+    static void cpu_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWCoefficients& c) {
+        DEVIANT_DISPATCH_FLOAT(param.dtype(), T, [&] {
+            using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
+            T* p = param.data<T>();
+            const T* g = grad.data<T>();
+            S* m = exp_avg.data<S>();
+            S* v = exp_avg_sq.data<S>();
+            const S decay = S(c.decay), w1 = S(c.one_minus_beta1), b2 = S(c.beta2), w2 = S(c.one_minus_beta2),
+                    step = S(c.neg_step_size), bc2 = S(c.bias_correction2_sqrt), eps = S(c.eps);
+            for (std::int64_t i = 0, n = param.numel(); i < n; ++i) {
+                S pi = S(load(p[i]));
+                adamw_update<S>(pi, S(load(g[i])), m[i], v[i], decay, w1, b2, w2, step, bc2, eps);
+                p[i] = store<T>(pi);
+            }
+        });
+    }
+
+    // The scalars of an update at learning rate `lr` for a parameter on its `step`-th update (1-based).
+    AdamWCoefficients coefficients(double lr, std::int64_t step) const {
+        AdamWCoefficients c;
+        c.decay = 1.0 - lr * options_.weight_decay;
+        c.one_minus_beta1 = 1.0 - options_.beta1;
+        c.beta2 = options_.beta2;
+        c.one_minus_beta2 = 1.0 - options_.beta2;
+        c.neg_step_size = -lr / (1.0 - std::pow(options_.beta1, double(step)));
+        c.bias_correction2_sqrt = std::sqrt(1.0 - std::pow(options_.beta2, double(step)));
+        c.eps = options_.eps;
+        return c;
+    }
+
+private:
+    struct Slot {
+        Parameter* param = nullptr;
+        Tensor exp_avg, exp_avg_sq;
+        std::int64_t step = 0;
+    };
+
+    static DType stored_dtype(const io::TensorInfo& info) {
+        auto d = io::native_dtype(info.stored);
+        return d ? *d : DType::f32;
+    }
+    static std::vector<std::pair<std::string, Tensor>> read_all(const io::SafetensorsFile& file) {
+        std::vector<std::pair<std::string, Tensor>> named;
+        for (const auto& name : file.names()) named.emplace_back(name, file.load(name, stored_dtype(file.info(name))));
+        return named;
+    }
+
+    AdamWOptions options_;
+    std::vector<Slot> slots_;
+    std::int64_t steps_ = 0;
+};
+
+}  // namespace deviant::optim

@@ -1,0 +1,213 @@
+// The training loop: DDPO with unit weights trains exactly like DPO, gradient accumulation over
+// k micro-batches equals one k-times larger batch, training lowers the loss, and a NaN-producing
+// batch stops before the optimizer step (weights untouched) or is skipped and counted.
+#define BOOST_TEST_MODULE trainer
+#include <boost/test/unit_test.hpp>
+
+#include <random>
+
+#include "deviant/models/families.hpp"
+#include "deviant/train/trainer.hpp"
+
+using namespace deviant;
+
+namespace {
+
+io::ModelConfig tiny_llama() {
+    io::ModelConfig c;
+    c.model_type = "llama";
+    c.vocab_size = 32;
+    c.hidden_size = 16;
+    c.intermediate_size = 24;
+    c.num_hidden_layers = 2;
+    c.num_attention_heads = 4;
+    c.num_key_value_heads = 2;
+    c.head_dim = 4;
+    c.max_position_embeddings = 64;
+    c.norm_eps = 1e-5;
+    c.rope_theta = 10000;
+    return c;
+}
+
+std::vector<data::TokenPair> random_pairs(int n, std::uint64_t seed, bool unit_weights = false) {
+    std::mt19937_64 rng(seed);
+    auto ids = [&](int len) {
+        std::vector<std::int64_t> v;
+        for (int i = 0; i < len; ++i) v.push_back(std::int64_t(rng() % 30) + 2);
+        return v;
+    };
+    std::vector<data::TokenPair> pairs;
+    for (int i = 0; i < n; ++i) {
+        data::TokenPair p;
+        p.prompt = ids(2 + int(rng() % 4));
+        // a learnable preference: chosen completions use even ids, rejected ones odd ids
+        p.chosen = ids(2 + int(rng() % 5));
+        for (auto& t : p.chosen) t = (t / 2) * 2;
+        p.rejected = ids(2 + int(rng() % 5));
+        for (auto& t : p.rejected) t = (t / 2) * 2 + 1;
+        p.weight = unit_weights ? 1.0 : double(rng() % 200) / 100.0;
+        pairs.push_back(p);
+    }
+    return pairs;
+}
+
+std::vector<Parameter*> all_params(Llama& m) {
+    std::vector<Parameter*> ps;
+    for (auto& p : m.parameters()) ps.push_back(&p);
+    return ps;
+}
+
+TrainingOptions options(std::string objective, std::int64_t batch, std::int64_t accum, DType dt = DType::f64) {
+    TrainingOptions o;
+    o.objective = objective;
+    o.learning_rate = 1e-2;
+    o.batch_size = batch;
+    o.grad_accumulation = accum;
+    o.max_steps = 3;
+    o.progress = false;
+    o.dtype = dt;
+    o.schedule = optim::LrSchedule::Kind::constant;
+    return o;
+}
+
+std::vector<double> flat_params(Llama& m) {
+    std::vector<double> out;
+    for (auto& p : m.parameters())
+        for (double v : p.value.to_vector<double>()) out.push_back(v);
+    return out;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(ddpo_with_unit_weights_trains_exactly_like_dpo) {
+    auto pairs = random_pairs(8, 1, /*unit_weights=*/true);
+    std::vector<std::vector<double>> losses(2), params(2);
+    int k = 0;
+    for (std::string obj : {"dpo", "ddpo"}) {
+        Llama m(tiny_llama(), {}, 3, DType::f64);
+        Llama ref(tiny_llama(), {}, 4, DType::f64);
+        ReferenceLogps r = compute_reference_logps(ref, pairs, 4, DType::f64);
+        Trainer<Llama> t(m, all_params(m), pairs, r, options(obj, 4, 1));
+        for (auto& s : t.train().steps) losses[k].push_back(s["loss"]);
+        params[k++] = flat_params(m);
+    }
+    BOOST_TEST(losses[0] == losses[1]);
+    BOOST_TEST(params[0] == params[1]);
+}
+
+BOOST_AUTO_TEST_CASE(gradient_accumulation_equals_larger_batch) {
+    auto pairs = random_pairs(8, 2);
+    std::vector<std::vector<double>> params;
+    for (auto [batch, accum] : {std::pair{4, 1}, std::pair{2, 2}, std::pair{1, 4}}) {
+        Llama m(tiny_llama(), {}, 3, DType::f64);
+        Llama ref(tiny_llama(), {}, 4, DType::f64);
+        ReferenceLogps r = compute_reference_logps(ref, pairs, 3, DType::f64);
+        TrainingOptions o = options("ddpo", batch, accum);
+        o.shuffle = false;
+        o.max_grad_norm = 0.5;  // clipping sees the whole step's gradient
+        Trainer<Llama> t(m, all_params(m), pairs, r, o);
+        t.train();
+        params.push_back(flat_params(m));
+    }
+    for (std::size_t i = 1; i < params.size(); ++i) {
+        double num = 0, den = 0;
+        for (std::size_t j = 0; j < params[0].size(); ++j) num += std::pow(params[i][j] - params[0][j], 2), den += std::pow(params[0][j], 2);
+        BOOST_TEST(std::sqrt(num / den) < 1e-12);
+    }
+    BOOST_TEST(params[0] != flat_params(*std::make_unique<Llama>(tiny_llama(), ParameterSource{}, 3, DType::f64)));  // it trained
+}
+
+BOOST_AUTO_TEST_CASE(training_lowers_the_loss_and_raises_heldout_accuracy) {
+    auto train = random_pairs(32, 3), eval = random_pairs(16, 4);
+    Llama m(tiny_llama(), {}, 5, DType::f32);
+    ReferenceLogps rt = compute_reference_logps(m, train, 8), re = compute_reference_logps(m, eval, 8);  // reference = initial policy
+    TrainingOptions o = options("ddpo", 8, 1, DType::f32);
+    o.max_steps = 0;
+    o.epochs = 6;
+    o.learning_rate = 3e-3;
+    Trainer<Llama> t(m, all_params(m), train, rt, o);
+    t.set_eval(eval, re);
+    nlohmann::json before = t.evaluate();
+    TrainingHistory h = t.train();
+    nlohmann::json after = h.evals.back();
+    BOOST_TEST(h.steps.size() == 24u);
+    BOOST_TEST(double(h.steps.back()["loss"]) < double(h.steps.front()["loss"]));
+    BOOST_TEST(double(after["eval/loss"]) < double(before["eval/loss"]));
+    BOOST_TEST(double(after["eval/rewards/accuracies"]) > 0.8);
+    for (auto key : {"loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+                     "logps/rejected", "grad_norm", "learning_rate", "tokens_per_second"})
+        BOOST_TEST(h.steps.back().contains(key), key);
+}
+
+BOOST_AUTO_TEST_CASE(nan_batch_stops_before_the_optimizer) {
+    auto pairs = random_pairs(4, 5);
+    Llama m(tiny_llama(), {}, 6, DType::f64);
+    ReferenceLogps r = compute_reference_logps(m, pairs, 4, DType::f64);
+    r.chosen[2] = NAN;  // poisons the loss of any step containing pair 2
+    auto before = flat_params(m);
+    {
+        TrainingOptions o = options("dpo", 4, 1);
+        Trainer<Llama> t(m, all_params(m), pairs, r, o);
+        BOOST_CHECK_EXCEPTION(t.train(), Error, [](const Error& e) {
+            std::string s = e.what();
+            return s.find("step 1") != std::string::npos && s.find("non-finite") != std::string::npos;
+        });
+        BOOST_TEST(flat_params(m) == before);  // weights untouched
+    }
+    {
+        TrainingOptions o = options("dpo", 4, 1);
+        o.skip_nonfinite = true;
+        Trainer<Llama> t(m, all_params(m), pairs, r, o);
+        TrainingHistory h = t.train();
+        BOOST_TEST(h.skipped_steps == 3);
+        BOOST_TEST(flat_params(m) == before);
+    }
+}
+
+// Resuming from a checkpoint reproduces the uninterrupted run's losses bit for bit (CPU).
+BOOST_AUTO_TEST_CASE(resume_is_bit_exact) {
+    auto pairs = random_pairs(12, 7);
+    auto out = std::filesystem::temp_directory_path() / "deviant_resume_test";
+    std::filesystem::remove_all(out);
+    auto run_options = [] {
+        TrainingOptions o = options("ddpo", 2, 2, DType::f32);
+        o.max_steps = 6;  // crosses an epoch boundary (3 steps per epoch)
+        o.learning_rate = 1e-3;
+        o.adamw.weight_decay = 0.01;
+        o.schedule = optim::LrSchedule::Kind::cosine;
+        o.warmup_steps = 2;
+        o.seed = 11;
+        return o;
+    };
+    std::vector<double> full;
+    {
+        Llama m(tiny_llama(), {}, 8);
+        ReferenceLogps r = compute_reference_logps(m, pairs, 4);
+        Trainer<Llama> t(m, all_params(m), pairs, r, run_options());
+        for (auto& s : t.train().steps) full.push_back(s["loss"]);
+    }
+    ReferenceLogps r;
+    try {  // interrupted after 3 steps
+        Llama m(tiny_llama(), {}, 8);
+        r = compute_reference_logps(m, pairs, 4);
+        TrainingOptions o = run_options();
+        Trainer<Llama> t(m, all_params(m), pairs, r, o);
+        t.train([&](std::int64_t step, const nlohmann::json& metrics) {
+            if (step == 3) {
+                train::save_checkpoint(out, t.checkpoint(t.trainable_tensors(), metrics));
+                throw std::runtime_error("killed");
+            }
+        });
+    } catch (const std::runtime_error&) {
+    }
+    auto latest = train::latest_checkpoint(out);
+    BOOST_REQUIRE(latest.has_value());
+    Llama m(tiny_llama(), {}, 99);  // a different initialisation: everything must come from the checkpoint
+    Trainer<Llama> t(m, all_params(m), pairs, r, run_options());
+    t.resume(train::load_checkpoint(*latest));
+    std::vector<double> resumed;
+    for (auto& s : t.train().steps) resumed.push_back(s["loss"]);
+    BOOST_REQUIRE_EQUAL(resumed.size(), 3u);
+    for (int i = 0; i < 3; ++i) BOOST_TEST(resumed[i] == full[3 + i]);  // bit-exact
+    std::filesystem::remove_all(out);
+}
