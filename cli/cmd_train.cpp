@@ -1,0 +1,384 @@
+// `deviant train`: preference (or SFT) training of a checkpoint, configured by a TOML file and/or
+// flags (a flag overrides the file). Full fine-tuning or LoRA; reference log-probs from --ref,
+// from the adapters switched off, or from the initial policy; checkpoints, resume, evaluation,
+// a progress bar and per-step metrics as JSON Lines (TRL's names). See docs/cli.md.
+#include <fmt/core.h>
+
+#include <fstream>
+#include <map>
+#include <toml++/toml.h>
+
+#include "command.hpp"
+#include "deviant/data/text_pairs.hpp"
+#include "deviant/data/writing_prompts.hpp"
+#include "deviant/models/load.hpp"
+#include "deviant/nn/lora.hpp"
+#include "deviant/train/reference_cache.hpp"
+#include "deviant/train/trainer.hpp"
+#include "deviant/train/truncation.hpp"
+
+namespace {
+
+using namespace deviant;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+struct TrainArgs {
+    std::string config;
+    // model
+    std::string model, init_config, ref, ref_cache, tokenizer, device = "cpu", dtype = "float32";
+    std::uint64_t seed = 0;
+    // data
+    std::string train, eval, format = "auto";
+    bool no_chat_template = false;
+    std::int64_t max_length = 0, max_prompt_length = 0;
+    // objective
+    std::string objective = "dpo";
+    double beta = -1, lambda = 0.25, gamma = 0.5, label_smoothing = 0, nll_alpha = 0;
+    bool orpo_prompt_nll = false, dorpo_released_code = false, ipo_summed = false;
+    // training
+    double lr = 5e-6, max_grad_norm = 1.0, weight_decay = 0.0;
+    std::string schedule = "linear";
+    std::int64_t warmup_steps = 0, epochs = 1, max_steps = 0, batch_size = 2, grad_accumulation = 1, eval_every = 0, pack_tokens = 0;
+    bool skip_nonfinite = false, no_shuffle = false, quiet = false;
+    // output
+    std::string output, resume = "auto";
+    std::int64_t save_every = 0, keep_last = 2;
+    // lora
+    bool lora = false;
+    std::int64_t lora_rank = 128;
+    double lora_alpha = 256;
+    std::vector<std::string> lora_targets;
+};
+
+// Config-file keys ("section.key") and the flag each one stands for.
+struct ConfigKey {
+    const char* key;
+    const char* flag;
+};
+const ConfigKey config_keys[] = {
+    {"model.path", "--model"}, {"model.init_config", "--init-config"}, {"model.reference", "--ref"}, {"model.reference_cache", "--ref-cache"},
+    {"model.tokenizer", "--tokenizer"}, {"model.device", "--device"}, {"model.dtype", "--dtype"}, {"model.seed", "--seed"},
+    {"data.train", "--train"}, {"data.eval", "--eval"}, {"data.format", "--format"}, {"data.chat_template", "--chat-template"},
+    {"data.max_length", "--max-length"}, {"data.max_prompt_length", "--max-prompt-length"},
+    {"objective.name", "--objective"}, {"objective.beta", "--beta"}, {"objective.lambda", "--lambda"}, {"objective.gamma", "--gamma"},
+    {"objective.label_smoothing", "--label-smoothing"}, {"objective.nll_alpha", "--nll-alpha"},
+    {"objective.orpo_prompt_nll", "--orpo-prompt-nll"}, {"objective.dorpo_released_code", "--dorpo-released-code"},
+    {"objective.ipo_summed", "--ipo-summed"},
+    {"training.learning_rate", "--lr"}, {"training.schedule", "--schedule"}, {"training.warmup_steps", "--warmup-steps"},
+    {"training.epochs", "--epochs"}, {"training.max_steps", "--max-steps"}, {"training.batch_size", "--batch-size"},
+    {"training.grad_accumulation", "--grad-accumulation"}, {"training.max_grad_norm", "--max-grad-norm"},
+    {"training.weight_decay", "--weight-decay"}, {"training.eval_every", "--eval-every"}, {"training.pack_tokens", "--pack-tokens"},
+    {"training.skip_nonfinite", "--skip-nonfinite"}, {"training.shuffle", "--shuffle"},
+    {"output.dir", "--output"}, {"output.save_every", "--save-every"}, {"output.keep_last", "--keep-last"}, {"output.resume", "--resume"},
+    {"lora.enabled", "--lora"}, {"lora.rank", "--lora-rank"}, {"lora.alpha", "--lora-alpha"}, {"lora.targets", "--lora-targets"},
+};
+
+// Applies the TOML file's values to every option that was not given on the command line.
+void apply_config(CLI::App& app, const std::string& path) {
+    toml::table table;
+    try {
+        table = toml::parse_file(path);
+    } catch (const toml::parse_error& e) {
+        fail("{}:{}: invalid TOML: {}", path, e.source().begin.line, e.description());
+    }
+    std::vector<std::string> args;
+    for (auto& [section, node] : table) {
+        DEVIANT_REQUIRE(node.is_table(), "{}: top-level key '{}' must be a [section]", path, std::string(section.str()));
+        for (auto& [name, value] : *node.as_table()) {
+            std::string key = std::string(section.str()) + "." + std::string(name.str());
+            auto it = std::find_if(std::begin(config_keys), std::end(config_keys), [&](const ConfigKey& k) { return key == k.key; });
+            DEVIANT_REQUIRE(it != std::end(config_keys), "{}: unknown key '{}'", path, key);
+            CLI::Option* opt = app.get_option(it->flag);
+            if (opt->count() > 0) continue;  // the command line wins
+            std::vector<std::string> values;
+            if (auto* arr = value.as_array()) {
+                for (auto& v : *arr) values.push_back(v.value_or(std::string()));
+            } else if (value.is_string()) {
+                values.push_back(*value.value<std::string>());
+            } else if (value.is_boolean()) {
+                values.push_back(*value.value<bool>() ? "true" : "false");
+            } else if (value.is_integer()) {
+                values.push_back(std::to_string(*value.value<std::int64_t>()));
+            } else if (value.is_floating_point()) {
+                values.push_back(fmt::format("{}", *value.value<double>()));
+            } else {
+                fail("{}: key '{}' has an unsupported value type", path, key);
+            }
+            try {
+                opt->clear();
+                for (auto& v : values) opt->add_result(v);
+                opt->run_callback();
+            } catch (const CLI::Error& e) {
+                fail("{}: key '{}': {}", path, key, e.what());
+            }
+        }
+    }
+}
+
+DType dtype_from(const std::string& s) {
+    if (s == "float32") return DType::f32;
+    if (s == "float64") return DType::f64;
+    fail("--dtype must be float32 or float64, got '{}'", s);
+}
+
+// Reads pairs as token ids or as text (tokenised with the model's tokenizer).
+std::vector<data::TokenPair> read_pairs(const TrainArgs& a, const std::string& file, std::int64_t vocab, const std::string& tokenizer_path) {
+    std::string format = a.format;
+    if (format == "auto") {
+        data::JsonLinesReader reader(file);
+        data::JsonLine line;
+        DEVIANT_REQUIRE(reader.next(line), "{}: no pairs in the file", file);
+        format = line.value.contains("prompt_ids") ? "tokens" : "text";
+    }
+    if (format == "tokens") return data::read_token_pairs(file, vocab);
+    DEVIANT_REQUIRE(format == "text", "--format must be auto, tokens or text, got '{}'", format);
+    DEVIANT_REQUIRE(!tokenizer_path.empty() && fs::exists(tokenizer_path), "{}: text pairs need a tokenizer (--tokenizer FILE; {} not found)",
+                    file, tokenizer_path.empty() ? "none given" : tokenizer_path);
+    BpeTokenizer tok = BpeTokenizer::from_json_file(tokenizer_path);
+    data::TokenizeOptions topts;
+    topts.use_chat_template = !a.no_chat_template;
+    auto text = data::read_text_pairs(file);
+    auto pairs = data::tokenize_pairs(tok, text, topts);
+    for (std::size_t i = 0; i < pairs.size(); ++i)
+        for (auto* seq : {&pairs[i].prompt, &pairs[i].chosen, &pairs[i].rejected})
+            for (auto id : *seq)
+                DEVIANT_REQUIRE(id < vocab, "{}: token id {} from the tokenizer is outside the model's vocabulary ({})", text[i].origin, id, vocab);
+    return pairs;
+}
+
+template <class Model>
+int run_training(Model& policy, const TrainArgs& a, const io::ModelConfig& config, const fs::path& config_file) {
+    Device device = a.device == "cuda" ? Device::cuda : Device::cpu;
+    DType dtype = dtype_from(a.dtype);
+    if (device == Device::cuda) {
+        cuda::require_available();
+        policy.to(device);
+    }
+    std::string tok_path = !a.tokenizer.empty() ? a.tokenizer : (!a.model.empty() ? (fs::path(a.model) / "tokenizer.json").string() : "");
+    TruncationOptions trunc;
+    trunc.max_length = a.max_length;
+    trunc.max_prompt_length = a.max_prompt_length;
+    auto load = [&](const std::string& file) {
+        auto pairs = read_pairs(a, file, config.vocab_size, tok_path);
+        TruncationReport report;
+        pairs = truncate_pairs(pairs, trunc, &report);
+        return pairs;
+    };
+    std::vector<data::TokenPair> train_pairs = load(a.train), eval_pairs;
+    if (!a.eval.empty()) eval_pairs = load(a.eval);
+
+    // Objective options.
+    TrainingOptions o;
+    o.objective = a.objective;
+    if (a.beta > 0) o.objective_options.beta = a.beta;
+    o.objective_options.lambda = a.lambda;
+    o.objective_options.gamma = a.gamma;
+    o.objective_options.label_smoothing = a.label_smoothing;
+    o.objective_options.nll_alpha = a.nll_alpha;
+    o.objective_options.orpo_nll_includes_prompt = a.orpo_prompt_nll;
+    o.objective_options.ipo_average = !a.ipo_summed;
+    if (a.dorpo_released_code) o.objective_options.dorpo_placement = losses::WeightPlacement::released_code;
+    AnyObjective probe = make_objective(a.objective, o.objective_options);
+
+    // LoRA: adapters train, the frozen base is the reference.
+    nn::LoraAdapters adapters;
+    if (a.lora) {
+        nn::LoraConfig lc;
+        lc.rank = a.lora_rank;
+        lc.alpha = a.lora_alpha;
+        if (!a.lora_targets.empty()) lc.target_modules = a.lora_targets;
+        lc.seed = a.seed;
+        adapters.attach(policy, lc);
+    }
+
+    // Reference log-probs (frozen), computed before any weight changes.
+    ReferenceLogps ref_train, ref_eval;
+    if (probe.needs_reference) {
+        auto compute = [&](const auto& ref_model, const std::vector<data::TokenPair>& pairs) {
+            if (a.ref_cache.empty()) return compute_reference_logps(ref_model, pairs, a.batch_size, dtype);
+            auto cached = ReferenceCache::load_or_compute(a.ref_cache, pairs, ref_model, a.batch_size);
+            if (!cached.note.empty()) fmt::print(stderr, "reference cache: {}\n", cached.note);
+            ReferenceLogps r;
+            r.chosen = cached.chosen.template to_vector<double>();
+            r.rejected = cached.rejected.template to_vector<double>();
+            return r;
+        };
+        auto both = [&](const auto& ref_model) {
+            ref_train = compute(ref_model, train_pairs);
+            if (!eval_pairs.empty()) ref_eval = compute(ref_model, eval_pairs);
+            return 0;
+        };
+        if (!a.ref.empty()) {
+            with_pretrained(a.ref, [&](auto& ref) {
+                DEVIANT_REQUIRE(ref.config.vocab_size == config.vocab_size, "reference {} has vocabulary {}, the policy {}", a.ref,
+                                ref.config.vocab_size, config.vocab_size);
+                if (device == Device::cuda) ref.to(device);
+                return both(ref);
+            }, dtype);
+        } else if (a.lora) {
+            nn::AdaptersDisabled off(adapters);
+            both(policy);
+        } else {
+            both(policy);  // the initial policy (the SFT model) is the reference
+        }
+    }
+
+    std::vector<Parameter*> trainable;
+    if (a.lora)
+        for (auto& p : adapters.parameters()) trainable.push_back(&p);
+    else
+        for (auto& p : policy.parameters())
+            if (p.trainable) trainable.push_back(&p);
+
+    o.learning_rate = a.lr;
+    o.schedule = optim::schedule_kind(a.schedule);
+    o.warmup_steps = a.warmup_steps;
+    o.epochs = a.epochs;
+    o.max_steps = a.max_steps;
+    o.batch_size = a.batch_size;
+    o.grad_accumulation = a.grad_accumulation;
+    o.max_grad_norm = a.max_grad_norm;
+    o.adamw.weight_decay = a.weight_decay;
+    o.eval_every = a.eval_every;
+    o.pack_tokens = a.pack_tokens;
+    o.skip_nonfinite = a.skip_nonfinite;
+    o.shuffle = !a.no_shuffle;
+    o.seed = a.seed;
+    o.progress = !a.quiet;
+    o.dtype = dtype;
+    fs::path out = a.output;
+    if (!out.empty()) {
+        fs::create_directories(out);
+        o.metrics_file = out / "metrics.jsonl";
+    }
+    Trainer<Model> trainer(policy, trainable, train_pairs, ref_train, o);
+    if (!eval_pairs.empty()) trainer.set_eval(eval_pairs, ref_eval);
+
+    auto weights = [&]() {
+        train::NamedTensors w;
+        if (a.lora)
+            for (auto& p : adapters.parameters()) w.emplace_back(p.name, p.value);
+        else
+            w = trainer.trainable_tensors();
+        return w;
+    };
+    if (!out.empty() && a.resume != "none") {
+        std::optional<fs::path> from = a.resume == "auto" ? train::latest_checkpoint(out) : std::optional<fs::path>(a.resume);
+        if (from) {
+            trainer.resume(train::load_checkpoint(*from));
+            fmt::print(stderr, "resuming from {} at step {}\n", from->string(), trainer.step());
+        }
+    }
+    fmt::print(stderr, "training {} parameters ({}) with {} on {} pairs: {} steps\n", [&] {
+        std::int64_t n = 0;
+        for (auto* p : trainable) n += p->value.numel();
+        return n;
+    }(), a.lora ? "LoRA adapters" : "full model", a.objective, train_pairs.size(), trainer.total_steps());
+
+    json before;
+    if (!eval_pairs.empty() && trainer.step() == 0) {
+        before = trainer.evaluate();
+        before["step"] = 0;
+        if (!o.metrics_file.empty()) std::ofstream(o.metrics_file, std::ios::app) << before.dump() << "\n";
+    }
+    TrainingHistory h = trainer.train([&](std::int64_t step, const json& m) {
+        if (!out.empty() && a.save_every > 0 && step % a.save_every == 0) {
+            train::save_checkpoint(out, trainer.checkpoint(weights(), m));
+            train::keep_last(out, std::size_t(std::max<std::int64_t>(1, a.keep_last)));
+        }
+    });
+    if (!out.empty()) {
+        fs::path final_dir = out / "final";
+        fs::create_directories(final_dir);
+        if (a.lora) {
+            adapters.export_peft(final_dir, a.model);
+        } else {
+            train::NamedTensors w;
+            for (auto& p : policy.parameters()) w.emplace_back(p.name, p.value);
+            io::save_safetensors(final_dir / "model.safetensors", w);
+            fs::copy_file(config_file, final_dir / "config.json", fs::copy_options::overwrite_existing);
+        }
+        if (!tok_path.empty() && fs::exists(tok_path)) fs::copy_file(tok_path, final_dir / "tokenizer.json", fs::copy_options::overwrite_existing);
+    }
+    // Summary table.
+    fmt::print("{:<28} {:>12} {:>12}\n", "metric", "first step", "last step");
+    if (!h.steps.empty())
+        for (auto key : {"loss", "rewards/accuracies", "rewards/margins", "logps/chosen", "grad_norm", "tokens_per_second"})
+            if (h.steps.front().contains(key))
+                fmt::print("{:<28} {:>12.4f} {:>12.4f}\n", key, double(h.steps.front()[key]), double(h.steps.back()[key]));
+    if (!h.evals.empty())
+        for (auto& [k, v] : h.evals.back().items())
+            if (k != "step" && v.is_number()) fmt::print("{:<28} {:>12.4f} {:>12.4f}\n", k, before.value(k, NAN), double(v));
+    if (h.skipped_steps > 0) fmt::print("skipped {} steps with a non-finite loss or gradient\n", h.skipped_steps);
+    return 0;
+}
+
+deviant::cli::Registration reg{{"train", "Train a checkpoint with a preference objective (or SFT)", [](CLI::App& app) {
+    auto a = std::make_shared<TrainArgs>();
+    app.add_option("--config", a->config, "TOML file with [model], [data], [objective], [training], [output], [lora] sections");
+    app.add_option("--model", a->model, "Checkpoint directory to start from (config.json + safetensors)");
+    app.add_option("--init-config", a->init_config, "config.json of a freshly initialised model (instead of --model)");
+    app.add_option("--ref", a->ref, "Reference checkpoint (default: adapters off with --lora, else the initial policy)");
+    app.add_option("--ref-cache", a->ref_cache, "Folder caching reference log-probs by data and model hash");
+    app.add_option("--tokenizer", a->tokenizer, "tokenizer.json for text pairs (default: <model>/tokenizer.json)");
+    app.add_option("--device", a->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+    app.add_option("--dtype", a->dtype, "float32 or float64");
+    app.add_option("--seed", a->seed, "Seed for initialisation, shuffling and LoRA");
+    app.add_option("--train", a->train, "Training pairs: token ids or text (JSON Lines)");
+    app.add_option("--eval", a->eval, "Held-out pairs, evaluated every --eval-every steps and at the end");
+    app.add_option("--format", a->format, "auto, tokens or text");
+    app.add_flag("--chat-template,!--no-chat-template", [a](std::int64_t n) { a->no_chat_template = n < 0; }, "Format prompts with the chat template (default on)");
+    app.add_option("--max-length", a->max_length, "Truncate prompt+completion to this many tokens");
+    app.add_option("--max-prompt-length", a->max_prompt_length, "Truncate prompts (keeping their end)");
+    app.add_option("--objective", a->objective, "sft, dpo, ddpo, ipo, hinge, simpo, orpo, dorpo (DivPO: dpo on divpo pairs)");
+    app.add_option("--beta", a->beta, "beta (default 0.1; 2.0 for simpo)");
+    app.add_option("--lambda", a->lambda, "ORPO odds-ratio weight");
+    app.add_option("--gamma", a->gamma, "SimPO margin");
+    app.add_option("--label-smoothing", a->label_smoothing, "DPO label smoothing");
+    app.add_option("--nll-alpha", a->nll_alpha, "Weight of an added NLL term (RPO)");
+    app.add_flag("--orpo-prompt-nll", a->orpo_prompt_nll, "ORPO NLL over prompt and completion (TRL's convention)");
+    app.add_flag("--dorpo-released-code", a->dorpo_released_code, "DORPO weight placement of the paper's released code");
+    app.add_flag("--ipo-summed", a->ipo_summed, "IPO on summed log-probs (OpenRLHF)");
+    app.add_option("--lr", a->lr, "Peak learning rate");
+    app.add_option("--schedule", a->schedule, "constant, linear or cosine");
+    app.add_option("--warmup-steps", a->warmup_steps, "Linear warm-up steps");
+    app.add_option("--epochs", a->epochs, "Passes over the training pairs");
+    app.add_option("--max-steps", a->max_steps, "Stop after this many optimizer steps (overrides --epochs)");
+    app.add_option("--batch-size", a->batch_size, "Pairs per micro-batch");
+    app.add_option("--grad-accumulation", a->grad_accumulation, "Micro-batches per optimizer step");
+    app.add_option("--max-grad-norm", a->max_grad_norm, "Clip the global gradient norm (0 = off)");
+    app.add_option("--weight-decay", a->weight_decay, "AdamW decoupled weight decay");
+    app.add_option("--eval-every", a->eval_every, "Evaluate every N steps");
+    app.add_option("--pack-tokens", a->pack_tokens, "Pack sequences into rows of this many tokens (0 = pad)");
+    app.add_flag("--skip-nonfinite", a->skip_nonfinite, "Skip steps with a NaN/inf loss or gradient instead of stopping");
+    app.add_flag("--shuffle,!--no-shuffle", [a](std::int64_t n) { a->no_shuffle = n < 0; }, "Shuffle pairs every epoch (default on)");
+    app.add_flag("--quiet", a->quiet, "No progress bar");
+    app.add_option("--output", a->output, "Output folder: metrics.jsonl, checkpoint-N/, final/");
+    app.add_option("--save-every", a->save_every, "Checkpoint every N steps (0 = only the final model)");
+    app.add_option("--keep-last", a->keep_last, "Checkpoints to keep");
+    app.add_option("--resume", a->resume, "auto (latest checkpoint in --output), none, or a checkpoint folder");
+    app.add_flag("--lora", a->lora, "Train LoRA adapters instead of the full model");
+    app.add_option("--lora-rank", a->lora_rank, "LoRA rank r");
+    app.add_option("--lora-alpha", a->lora_alpha, "LoRA alpha (scaling alpha / r)");
+    app.add_option("--lora-targets", a->lora_targets, "Projection names to adapt")->delimiter(',');
+    return std::function<int()>([a, &app] {
+        if (!a->config.empty()) apply_config(app, a->config);
+        DEVIANT_REQUIRE(!a->train.empty(), "no training data: give --train FILE (or data.train in the config)");
+        DEVIANT_REQUIRE(a->model.empty() != a->init_config.empty(), "give exactly one of --model DIR or --init-config FILE");
+        DType dtype = dtype_from(a->dtype);
+        if (!a->model.empty()) {
+            fs::path cfg = fs::is_directory(a->model) ? fs::path(a->model) / "config.json" : fs::path(a->model);
+            return with_pretrained(a->model, [&](auto& model) { return run_training(model, *a, model.config, cfg); }, dtype);
+        }
+        io::ModelConfig c = io::load_model_config(a->init_config);
+        if (c.family == io::ModelFamily::gpt2) {
+            Gpt2 m(c, {}, a->seed, dtype);
+            return run_training(m, *a, c, a->init_config);
+        }
+        Llama m(c, {}, a->seed, dtype);
+        return run_training(m, *a, c, a->init_config);
+    });
+}}};
+
+}  // namespace
