@@ -115,3 +115,49 @@ BOOST_AUTO_TEST_CASE(bad_input_is_one_line_error) {
     std::filesystem::remove_all(dir);
     for (auto& f : {bad_line, oov, empty}) std::filesystem::remove(f);
 }
+
+namespace {
+std::string slurp(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+}  // namespace
+
+// `deviant train` from a TOML config with a flag overriding it; then a truncated data file
+// fails with a message naming the file and line, leaving the checkpoints byte-identical.
+BOOST_AUTO_TEST_CASE(train_from_config_and_truncated_data_keeps_checkpoint) {
+    namespace fs = std::filesystem;
+    std::string m = data + "/models/";
+    fs::path out = fs::temp_directory_path() / "deviant_cli_train";
+    fs::remove_all(out);
+    std::string config = write_temp("deviant_train.toml",
+                                    "[model]\npath = \"" + m + "llama\"\n[data]\ntrain = \"" + m + "pairs.jsonl\"\neval = \"" + m +
+                                        "pairs.jsonl\"\n[objective]\nname = \"dpo\"\nbeta = 0.2\n[training]\nlearning_rate = 1e-3\nepochs = 2\n"
+                                        "batch_size = 2\n[output]\ndir = \"" + out.string() + "\"\nsave_every = 2\n");
+    Run r = run("train --config " + config + " --objective ddpo --quiet");  // the flag wins over objective.name
+    BOOST_TEST_INFO(r.err);
+    BOOST_REQUIRE_EQUAL(r.status, 0);
+    BOOST_TEST(r.out.find("eval/rewards/accuracies") != std::string::npos);
+    BOOST_TEST(r.err.find("with ddpo") != std::string::npos);
+    BOOST_REQUIRE(fs::exists(out / "checkpoint-6" / "model.safetensors"));
+    BOOST_TEST(fs::exists(out / "final" / "model.safetensors"));
+    std::string before = slurp(out / "checkpoint-6" / "model.safetensors");
+    // a metrics line per step plus evaluations
+    std::ifstream metrics(out / "metrics.jsonl");
+    int lines = 0;
+    for (std::string l; std::getline(metrics, l);) ++lines, json::parse(l);
+    BOOST_TEST(lines >= 6);
+
+    std::string full = slurp(m + "pairs.jsonl");
+    std::string truncated = write_temp("deviant_truncated_pairs.jsonl", full.substr(0, full.size() - 20));
+    Run bad = run("train --config " + config + " --train " + truncated + " --epochs 4 --quiet");
+    BOOST_TEST(bad.status == 1);
+    BOOST_TEST(bad.err.find(truncated + ":5:") != std::string::npos, bad.err);
+    BOOST_TEST(slurp(out / "checkpoint-6" / "model.safetensors") == before);
+    BOOST_TEST(!fs::exists(out / "checkpoint-8"));
+
+    Run bad_key = run("train --config " + write_temp("deviant_bad.toml", "[training]\nlearning_rat = 1\n") + " --quiet");
+    BOOST_TEST(bad_key.status == 1);
+    BOOST_TEST(bad_key.err.find("learning_rat") != std::string::npos, bad_key.err);
+    fs::remove_all(out);
+}
