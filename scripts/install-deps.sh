@@ -13,6 +13,7 @@ packages=(
   libtomlplusplus-dev        # trainer config files
   libutf8proc-dev            # Unicode classes for the BPE pre-tokenizer
   libpcre2-dev               # pre-tokenizer regex of tokenizer.json (BPE tokenizer)
+  zlib1g-dev                 # gzip compression ratio (diversity metrics)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -161,3 +161,64 @@ BOOST_AUTO_TEST_CASE(train_from_config_and_truncated_data_keeps_checkpoint) {
     BOOST_TEST(bad_key.err.find("learning_rat") != std::string::npos, bad_key.err);
     fs::remove_all(out);
 }
+
+// The data pipeline on the built-in demo data: prepare -> embed -> deviation -> pairs (gap and
+// divpo), and bad input to prepare / embed giving a one-line error and no output.
+BOOST_AUTO_TEST_CASE(demo_data_pipeline) {
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path() / ("deviant_cli_demo_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    const std::string demo = data + "/../../data/demo/writing_prompts_demo.jsonl";
+    const std::string d = dir.string() + "/";
+    Run prep = run("prepare --input " + demo + " --train-output " + d + "train.jsonl --test-output " + d + "test.jsonl");
+    BOOST_TEST_INFO(prep.err);
+    BOOST_REQUIRE(prep.status == 0);
+    BOOST_TEST(prep.out.find("moderator") != std::string::npos, prep.out);
+    auto count_lines = [](const fs::path& p) {
+        std::ifstream in(p);
+        std::size_t n = 0;
+        for (std::string l; std::getline(in, l);) n += !l.empty();
+        return n;
+    };
+    std::size_t raw_lines = count_lines(demo);
+    BOOST_TEST(count_lines(d + "train.jsonl") + count_lines(d + "test.jsonl") == raw_lines);
+    BOOST_REQUIRE(run("embed --input " + d + "train.jsonl --output " + d + "emb.jsonl").status == 0);
+    BOOST_REQUIRE(run("deviation --input " + d + "emb.jsonl --output " + d + "dev.jsonl --spaces sem,sty").status == 0);
+    {
+        std::ifstream in(d + "dev.jsonl");
+        std::string l;
+        std::getline(in, l);
+        const json x = json::parse(l);
+        double total = 0;
+        for (const json& r : x["responses"]) total += r["weight"].get<double>();
+        BOOST_TEST(std::abs(total - double(x["responses"].size())) < 1e-9);  // weights sum to N
+        BOOST_TEST(x["responses"][0]["embedding"]["sem"].size() == 256u);
+    }
+    for (std::string method : {"gap", "divpo"}) {
+        Run r = run("pairs --input " + d + "emb.jsonl --output " + d + method + ".jsonl --method " + method);
+        BOOST_TEST_INFO(method << ": " << r.err);
+        BOOST_REQUIRE(r.status == 0);
+        std::ifstream in(d + method + ".jsonl");
+        std::size_t n = 0;
+        for (std::string l; std::getline(in, l); ++n) {
+            const json p = json::parse(l);
+            BOOST_TEST(p["chosen_score"].get<double>() >= p["rejected_score"].get<double>());
+            BOOST_TEST(p["weight"].get<double>() >= 0.0);
+        }
+        BOOST_TEST(n >= count_lines(d + "train.jsonl"), method);  // at least one pair per prompt
+    }
+    // Bad input: one line on stderr, exit status 1, no output file.
+    const std::string bad = write_temp("deviant_bad_embed.jsonl", "{\"prompt\": \"P\", \"samples\": [\"a\"]}\n{\"prompt\": \"P\"}\n");
+    Run e = run("embed --input " + bad + " --output " + d + "bad_out.jsonl");
+    BOOST_TEST(e.status == 1);
+    BOOST_TEST(e.err.find(bad + ":2:") != std::string::npos, e.err);
+    BOOST_TEST(std::count(e.err.begin(), e.err.end(), '\n') == 1, e.err);
+    BOOST_TEST(!fs::exists(d + "bad_out.jsonl"));
+    Run p = run("prepare --input " + bad + " --train-output " + d + "t.jsonl --test-output " + d + "u.jsonl");
+    BOOST_TEST(p.status == 1);
+    BOOST_TEST(p.err.find(bad + ":1:") != std::string::npos, p.err);
+    BOOST_TEST(!fs::exists(d + "t.jsonl"));
+    fs::remove(bad);
+    fs::remove_all(dir);
+}
