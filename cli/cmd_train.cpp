@@ -3,6 +3,7 @@
 // from the adapters switched off, or from the initial policy; checkpoints, resume, evaluation,
 // a progress bar and per-step metrics as JSON Lines (TRL's names). See docs/cli.md.
 #include <fmt/core.h>
+#include <fmt/ranges.h>
 
 #include <fstream>
 #include <map>
@@ -30,7 +31,7 @@ struct TrainArgs {
     std::uint64_t seed = 0;
     // data
     std::string train, eval, format = "auto";
-    bool no_chat_template = false;
+    bool no_chat_template = false, skip_bad_lines = false;
     std::int64_t max_length = 0, max_prompt_length = 0;
     // objective
     std::string objective = "dpo";
@@ -60,7 +61,7 @@ const ConfigKey config_keys[] = {
     {"model.path", "--model"}, {"model.init_config", "--init-config"}, {"model.reference", "--ref"}, {"model.reference_cache", "--ref-cache"},
     {"model.tokenizer", "--tokenizer"}, {"model.device", "--device"}, {"model.dtype", "--dtype"}, {"model.seed", "--seed"},
     {"data.train", "--train"}, {"data.eval", "--eval"}, {"data.format", "--format"}, {"data.chat_template", "--chat-template"},
-    {"data.max_length", "--max-length"}, {"data.max_prompt_length", "--max-prompt-length"},
+    {"data.max_length", "--max-length"}, {"data.skip_bad_lines", "--skip-bad-lines"}, {"data.max_prompt_length", "--max-prompt-length"},
     {"objective.name", "--objective"}, {"objective.beta", "--beta"}, {"objective.lambda", "--lambda"}, {"objective.gamma", "--gamma"},
     {"objective.label_smoothing", "--label-smoothing"}, {"objective.nll_alpha", "--nll-alpha"},
     {"objective.orpo_prompt_nll", "--orpo-prompt-nll"}, {"objective.dorpo_released_code", "--dorpo-released-code"},
@@ -131,14 +132,39 @@ std::vector<data::TokenPair> read_pairs(const TrainArgs& a, const std::string& f
         DEVIANT_REQUIRE(reader.next(line), "{}: no pairs in the file", file);
         format = line.value.contains("prompt_ids") ? "tokens" : "text";
     }
-    if (format == "tokens") return data::read_token_pairs(file, vocab);
-    DEVIANT_REQUIRE(format == "text", "--format must be auto, tokens or text, got '{}'", format);
+    DEVIANT_REQUIRE(format == "tokens" || format == "text", "--format must be auto, tokens or text, got '{}'", format);
+    // Every line is parsed; a bad one stops with FILE:LINE, or with --skip-bad-lines is counted.
+    std::vector<data::TokenPair> token_pairs;
+    std::vector<data::TextPair> text;
+    std::vector<std::size_t> skipped;
+    data::JsonLinesReader reader(file);
+    data::JsonLine line;
+    for (;;) {
+        try {
+            if (!reader.next(line)) break;
+            if (format == "tokens") token_pairs.push_back(data::parse_token_pair(line.value, vocab));
+            else {
+                text.push_back(data::parse_text_pair(line.value));
+                text.back().origin = reader.where(line);
+            }
+        } catch (const std::exception& e) {
+            std::string what = e.what();
+            if (what.rfind(file, 0) != 0) what = fmt::format("{}:{}: {}", file, reader.line_number(), what);
+            if (!a.skip_bad_lines) fail("{}", what);
+            skipped.push_back(reader.line_number());
+        }
+    }
+    if (!skipped.empty()) fmt::print(stderr, "{}: skipped {} malformed line(s): {}\n", file, skipped.size(), fmt::join(skipped, ", "));
+    if (format == "tokens") {
+        DEVIANT_REQUIRE(!token_pairs.empty(), "{}: no pairs in the file", file);
+        return token_pairs;
+    }
+    DEVIANT_REQUIRE(!text.empty(), "{}: no pairs in the file", file);
     DEVIANT_REQUIRE(!tokenizer_path.empty() && fs::exists(tokenizer_path), "{}: text pairs need a tokenizer (--tokenizer FILE; {} not found)",
                     file, tokenizer_path.empty() ? "none given" : tokenizer_path);
     BpeTokenizer tok = BpeTokenizer::from_json_file(tokenizer_path);
     data::TokenizeOptions topts;
     topts.use_chat_template = !a.no_chat_template;
-    auto text = data::read_text_pairs(file);
     auto pairs = data::tokenize_pairs(tok, text, topts);
     for (std::size_t i = 0; i < pairs.size(); ++i)
         for (auto* seq : {&pairs[i].prompt, &pairs[i].chosen, &pairs[i].rejected})
@@ -329,6 +355,7 @@ deviant::cli::Registration reg{{"train", "Train a checkpoint with a preference o
     app.add_option("--eval", a->eval, "Held-out pairs, evaluated every --eval-every steps and at the end");
     app.add_option("--format", a->format, "auto, tokens or text");
     app.add_flag("--chat-template,!--no-chat-template", [a](std::int64_t n) { a->no_chat_template = n < 0; }, "Format prompts with the chat template (default on)");
+    app.add_flag("--skip-bad-lines", a->skip_bad_lines, "Skip malformed data lines (counted and listed) instead of stopping");
     app.add_option("--max-length", a->max_length, "Truncate prompt+completion to this many tokens");
     app.add_option("--max-prompt-length", a->max_prompt_length, "Truncate prompts (keeping their end)");
     app.add_option("--objective", a->objective, "sft, dpo, ddpo, ipo, hinge, simpo, orpo, dorpo (DivPO: dpo on divpo pairs)");

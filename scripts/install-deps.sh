@@ -12,6 +12,7 @@ packages=(
   libfmt-dev                 # formatting
   libtomlplusplus-dev        # trainer config files
   libutf8proc-dev            # Unicode classes for the BPE pre-tokenizer
+  gnuplot-nox                # plots of the demo experiment
   libpcre2-dev               # pre-tokenizer regex of tokenizer.json (BPE tokenizer)
   zlib1g-dev                 # gzip compression ratio (diversity metrics)
 )

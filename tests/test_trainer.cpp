@@ -154,6 +154,26 @@ BOOST_AUTO_TEST_CASE(nan_batch_stops_before_the_optimizer) {
         });
         BOOST_TEST(flat_params(m) == before);  // weights untouched
     }
+    {  // with checkpoints: the NaN step writes none, the previous checkpoint stays intact
+        auto out = std::filesystem::temp_directory_path() / "deviant_nan_checkpoints";
+        std::filesystem::remove_all(out);
+        Llama m2(tiny_llama(), {}, 6, DType::f64);
+        ReferenceLogps r2 = r;
+        TrainingOptions o = options("dpo", 2, 1);
+        o.shuffle = false;  // step 1 = pairs 0, 1 (finite); step 2 = pairs 2, 3 (NaN)
+        Trainer<Llama> t(m2, all_params(m2), pairs, r2, o);
+        BOOST_CHECK_THROW(t.train([&](std::int64_t, const nlohmann::json& metrics) {
+            train::save_checkpoint(out, t.checkpoint(t.trainable_tensors(), metrics));
+        }), Error);
+        BOOST_TEST(t.step() == 1);
+        auto latest = train::latest_checkpoint(out);
+        BOOST_REQUIRE(latest.has_value());
+        BOOST_TEST(latest->filename() == "checkpoint-1");
+        train::TrainingCheckpoint c = train::load_checkpoint(*latest);
+        for (auto& [name, tensor] : c.model)
+            for (double v : tensor.to_vector<double>()) BOOST_TEST(std::isfinite(v));
+        std::filesystem::remove_all(out);
+    }
     {
         TrainingOptions o = options("dpo", 4, 1);
         o.skip_nonfinite = true;

@@ -55,6 +55,8 @@ public:
 
     // "FILE:LINE: message" for errors about the line last returned.
     std::string where(const JsonLine& line) const { return fmt::format("{}:{}", path_.string(), line.number); }
+    // The number of the last line read (also when reading it failed).
+    std::size_t line_number() const { return number_; }
 
 private:
     // nlohmann messages start with "[json.exception.parse_error.101] "; keep the readable rest.

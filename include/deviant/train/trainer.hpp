@@ -226,6 +226,8 @@ public:
     }
 
     // Objective and metrics on the evaluation pairs, no graph recorded; keys prefixed "eval/".
+    // Besides the objective's metrics: ranking_accuracy (share of pairs whose chosen response has
+    // the higher per-token log-prob under the policy) and chosen_nll (mean per-token NLL of chosen).
     nlohmann::json evaluate() {
         DEVIANT_REQUIRE(!eval_.empty(), "no evaluation pairs");
         NoGradGuard no_grad;
@@ -236,7 +238,19 @@ public:
             Tape tape;
             auto [lp, n_tokens] = batch_logps(tape, eval_, eval_ref_, micro);
             ObjectiveResult r = objective_(lp);
-            for (auto& [k, v] : r.metrics.items()) accumulate(sums, k, v * double(micro.size()) / double(eval_.size()));
+            double share = double(micro.size()) / double(eval_.size());
+            for (auto& [k, v] : r.metrics.items()) accumulate(sums, k, v * share);
+            // Reference-free quality: does the policy itself rank the chosen response higher
+            // (per-token log-prob), and how well does it fit held-out chosen responses.
+            auto c = lp.chosen_logp.value().template to_vector<double>(), rj = lp.rejected_logp.value().template to_vector<double>();
+            auto ct = lp.chosen_tokens.template to_vector<double>(), rt = lp.rejected_tokens.template to_vector<double>();
+            double ranked = 0, nll = 0;
+            for (std::size_t i = 0; i < c.size(); ++i) {
+                ranked += c[i] / ct[i] > rj[i] / rt[i] ? 1.0 : 0.0;
+                nll -= c[i] / ct[i];
+            }
+            accumulate(sums, "ranking_accuracy", ranked / double(eval_.size()));
+            accumulate(sums, "chosen_nll", nll / double(eval_.size()));
         }
         nlohmann::json e = nlohmann::json::object();
         for (auto& [k, v] : sums) e["eval/" + k] = v;
