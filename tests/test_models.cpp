@@ -247,3 +247,16 @@ BOOST_AUTO_TEST_CASE(bad_pairs_name_file_line_and_field) {
     BOOST_CHECK_THROW(data::read_token_pairs("/nonexistent/pairs.jsonl"), Error);
     std::filesystem::remove(tmp);
 }
+
+// Configurations the layer set cannot compute exactly are refused, not approximated.
+BOOST_AUTO_TEST_CASE(unsupported_rope_scaling_and_activation_are_errors) {
+    io::ModelConfig c = tiny_config(io::ModelFamily::llama);
+    c.rope_type = "llama3";
+    BOOST_CHECK_EXCEPTION(Llama(c), Error, [](const Error& e) { return std::string(e.what()).find("llama3") != std::string::npos; });
+    c = tiny_config(io::ModelFamily::llama);
+    c.hidden_act = "gelu";
+    BOOST_CHECK_THROW(Llama{c}, Error);
+    c = tiny_config(io::ModelFamily::gpt2);
+    c.hidden_act = "relu";
+    BOOST_CHECK_THROW(Gpt2{c}, Error);
+}

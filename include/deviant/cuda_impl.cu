@@ -14,3 +14,6 @@
 #include "deviant/kernels/segment.cuh"
 #include "deviant/kernels/adamw.cuh"
 #include "deviant/kernels/grad_norm.cuh"
+#include "deviant/kernels/norm.cuh"
+#include "deviant/kernels/lm_head.cuh"
+#include "deviant/kernels/attention.cuh"

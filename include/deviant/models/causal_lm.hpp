@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "deviant/nn/layers.hpp"
+#include "deviant/ops/lm_head.hpp"
 
 namespace deviant {
 
@@ -41,6 +42,12 @@ public:
     // one, initialising them from `seed`.
     explicit CausalLm(ModelConfig c, ParameterSource source = {}, std::uint64_t seed = 0, DType dtype = DType::f32)
         : config(std::move(c)), store(dtype, seed) {
+        DEVIANT_REQUIRE(config.rope_type.empty() || config.rope_type == "default",
+                        "{}: rope scaling type '{}' is not supported yet (only plain RoPE)", config.source.string(), config.rope_type);
+        bool tanh_gelu = config.hidden_act == "gelu_new" || config.hidden_act == "gelu_pytorch_tanh";
+        DEVIANT_REQUIRE(config.hidden_act.empty() || (config.is_llama_family() ? config.hidden_act == "silu" : tanh_gelu),
+                        "{}: activation '{}' is not supported for model type '{}' (silu for the Llama family, gelu_new for GPT-2)",
+                        config.source.string(), config.hidden_act, config.model_type);
         if (source) store.set_source(std::move(source));
         token_embedding_ = &store.get(std::string(Names::token_embedding), {config.vocab_size, config.hidden_size});
         positions_.template bind<Names>(store, config);
@@ -56,7 +63,7 @@ public:
         Tensor seg = batch.segments.defined() ? batch.segments : Tensor::zeros(batch.ids.shape(), DType::i64);
         DEVIANT_REQUIRE(seg.shape() == batch.ids.shape(), "segment ids {} do not match token ids {}", seg.shape().str(), batch.ids.shape().str());
         Device dev = device();
-        return ForwardContext{config, positions_from_segments(seg).to(dev), causal_segment_mask(seg).to(dev)};
+        return ForwardContext{config, positions_from_segments(seg).to(dev), causal_segment_mask(seg).to(dev), seg.to(dev)};
     }
 
     // Final hidden states (B, T, C).
@@ -75,9 +82,13 @@ public:
     Var next_token_logprobs(Tape& t, const TokenBatch& batch) const {
         std::int64_t B = batch.ids.size(0), T = batch.ids.size(1);
         DEVIANT_REQUIRE(T >= 2, "need at least two tokens per row to score, got {}", batch.ids.shape().str());
-        Var lp = log_softmax(narrow(logits(t, batch), 1, 0, T - 1), -1);   // (B, T-1, V)
-        Tensor targets = batch.ids.narrow(1, 1, T - 1).contiguous().view({B, T - 1, 1}).to(device());
-        return reshape(gather(lp, targets, -1), {B, T - 1});
+        const std::int64_t C = config.hidden_size;
+        // Hidden states of every position but the last, as rows (B * (T-1), C); the head, the
+        // log-softmax and the target pick run fused in chunks (ops/lm_head.hpp): the (B, T-1, V)
+        // logits never exist at once.
+        Var rows = reshape(narrow(hidden(t, batch), 1, 0, T - 1), {B * (T - 1), C});
+        Tensor targets = batch.ids.narrow(1, 1, T - 1).contiguous().view({B * (T - 1)});
+        return reshape(token_logprobs(rows, t.param(*head_), targets), {B, T - 1});
     }
 
     // Calls f(module_path, projection) for every Linear / Conv1D projection, layer by layer

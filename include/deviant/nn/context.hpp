@@ -1,8 +1,11 @@
 // deviant/nn/context.hpp — what every layer's forward receives besides its input: the token
-// positions (B, T) and the attention mask (B, 1, T, T) (1 = blocked) built from segment ids, so
-// that right-padded and packed rows (several sequences in one row, positions restarting) share
-// one code path: a token attends to earlier tokens of its own segment only.
+// positions (B, T), the attention mask (B, 1, T, T) (1 = blocked) built from segment ids and the
+// segment ids (B, T) themselves, so that right-padded and packed rows (several sequences in one
+// row, positions restarting) share one code path: a token attends to earlier tokens of its own
+// segment only.
 #pragma once
+#include <algorithm>
+
 #include "deviant/autodiff/tape.hpp"
 #include "deviant/io/hf_config.hpp"
 
@@ -10,10 +13,23 @@ namespace deviant {
 
 using io::ModelConfig;
 
+inline Tensor segments_from_mask(const Tensor& mask);
+
 struct ForwardContext {
     const ModelConfig& config;
-    Tensor positions;  // (B, T) int64
-    Tensor mask;       // (B, 1, T, T) uint8, 1 where attention is blocked
+    Tensor positions;       // (B, T) int64
+    Tensor mask;            // (B, 1, T, T) uint8, 1 where attention is blocked
+    Tensor segments = {};   // (B, T) int64 segment ids; when undefined, recovered from `mask`
+
+    // The segment ids attention uses (fused attention takes ids, not the (T, T) mask): `segments`
+    // when given, otherwise recovered once from `mask` (and cached) on the mask's device.
+    const Tensor& segment_ids() const {
+        if (segments.defined()) return segments;
+        if (!recovered_segments_.defined()) recovered_segments_ = segments_from_mask(mask).to(mask.device());
+        return recovered_segments_;
+    }
+
+    mutable Tensor recovered_segments_ = {};  // cache of segment_ids(); not part of the interface
 };
 
 // segments (B, T) int64: tokens with equal ids in a row form one sequence; causal within it.
@@ -28,6 +44,32 @@ inline Tensor causal_segment_mask(const Tensor& segments_in) {
         for (std::int64_t i = 0; i < T; ++i)
             for (std::int64_t j = 0; j < T; ++j) m[(b * T + i) * T + j] = (j > i || s[b * T + i] != s[b * T + j]) ? 1 : 0;
     return mask;
+}
+
+// The inverse of causal_segment_mask: ids (B, T) int64 where each token's id is the index of the
+// first key it may attend to (the first token of its segment). Throws when `mask` is not the
+// causal segment mask of any ids.
+inline Tensor segments_from_mask(const Tensor& mask_in) {
+    DEVIANT_REQUIRE(mask_in.defined() && mask_in.rank() == 4 && mask_in.size(1) == 1 && mask_in.size(2) == mask_in.size(3) &&
+                        mask_in.dtype() == DType::u8,
+                    "attention mask must be (B, 1, T, T) uint8, got {}", mask_in.defined() ? mask_in.describe() : std::string("none"));
+    Tensor mask = mask_in.to(Device::cpu).contiguous();
+    std::int64_t B = mask.size(0), T = mask.size(2);
+    Tensor segments = Tensor::empty({B, T}, DType::i64);
+    const std::uint8_t* m = mask.data<std::uint8_t>();
+    std::int64_t* s = segments.data<std::int64_t>();
+    for (std::int64_t b = 0; b < B; ++b)
+        for (std::int64_t i = 0; i < T; ++i) {
+            const std::uint8_t* row = m + (b * T + i) * T;
+            std::int64_t first = 0;
+            while (first < T && row[first]) ++first;
+            DEVIANT_REQUIRE(first <= i, "attention mask row {} of batch {} does not let token {} attend to itself", i, b, i);
+            s[b * T + i] = first;
+        }
+    Tensor expected = causal_segment_mask(segments);
+    DEVIANT_REQUIRE(std::equal(m, m + mask.numel(), expected.data<std::uint8_t>()),
+                    "attention mask {} is not causal within segments (see causal_segment_mask)", mask_in.shape().str());
+    return segments;
 }
 
 // Positions 0..T-1 restarting at every segment change.

@@ -7,8 +7,8 @@
 // for each Linear / Conv1D inside (how nn/lora.hpp finds the projections to adapt).
 //   Linear            y = x W^T (+ b), W (out, in)           — Hugging Face nn.Linear
 //   Conv1D            y = x W + b,     W (in, out)           — GPT-2's transposed storage
-//   RmsNorm           y = x / sqrt(mean(x^2) + eps) * w
-//   LayerNorm         y = (x - mean) / sqrt(var + eps) * w + b
+//   RmsNorm           y = x / sqrt(mean(x^2) + eps) * w          (fused op, ops/norm.hpp)
+//   LayerNorm         y = (x - mean) / sqrt(var + eps) * w + b   (fused op, ops/norm.hpp)
 //   SwiGlu            down(silu(gate(x)) * up(x))
 //   GeluMlp           proj(gelu_tanh(fc(x)))   (Conv1D projections)
 //   SelfAttention<Qkv, Positions>  causal multi-head attention with grouped key/value heads
@@ -20,9 +20,11 @@
 
 #include "deviant/nn/context.hpp"
 #include "deviant/nn/parameter_store.hpp"
+#include "deviant/ops/attention.hpp"
 #include "deviant/ops/elementwise.hpp"
 #include "deviant/ops/index.hpp"
 #include "deviant/ops/matmul.hpp"
+#include "deviant/ops/norm.hpp"
 #include "deviant/ops/reduce.hpp"
 #include "deviant/ops/rope.hpp"
 #include "deviant/ops/shape.hpp"
@@ -91,10 +93,7 @@ struct RmsNorm {
         weight = &s.get(join(prefix, "weight"), {c.hidden_size}, Init::ones);
         eps = c.norm_eps;
     }
-    Var forward(Tape& t, Var x) const {
-        Var inv = rsqrt(mean(square(x), -1, /*keepdim=*/true) + eps);
-        return (x * inv) * t.param(*weight);
-    }
+    Var forward(Tape& t, Var x) const { return rms_norm(x, t.param(*weight), eps); }
 };
 
 struct LayerNorm {
@@ -106,11 +105,7 @@ struct LayerNorm {
         bias = &s.get(join(prefix, "bias"), {c.hidden_size}, Init::zeros);
         eps = c.norm_eps;
     }
-    Var forward(Tape& t, Var x) const {
-        Var centered = x - mean(x, -1, true);
-        Var inv = rsqrt(mean(square(centered), -1, true) + eps);
-        return (centered * inv) * t.param(*weight) + t.param(*bias);
-    }
+    Var forward(Tape& t, Var x) const { return layer_norm(x, t.param(*weight), t.param(*bias), eps); }
 };
 
 // --- feed-forward ---
@@ -183,7 +178,8 @@ struct NoRotary {
 };
 
 // Causal self-attention; x (B, T, C) -> (B, T, C). Heads: H query heads, Hkv key/value heads
-// (H a multiple of Hkv), head size D.
+// (H a multiple of Hkv), head size D. The attention itself is the fused op of ops/attention.hpp
+// (it takes the context's segment ids, not the (T, T) mask).
 template <class Qkv, class Positions>
 struct SelfAttention {
     Qkv proj;
@@ -196,14 +192,8 @@ struct SelfAttention {
         auto [q, k, v] = proj.project(t, x, c);
         auto heads = [&](Var y, std::int64_t n) { return transpose(reshape(y, {B, T, n, D}), 1, 2); };  // (B, n, T, D)
         Var qh = Positions::apply(heads(q, H), ctx), kh = Positions::apply(heads(k, Hkv), ctx), vh = heads(v, Hkv);
-        if (Hkv != H) {  // grouped-query: each key/value head serves H / Hkv query heads
-            auto repeat = [&](Var y) { return reshape(expand(unsqueeze(y, 2), {B, Hkv, H / Hkv, T, D}), {B, H, T, D}); };
-            kh = repeat(kh);
-            vh = repeat(vh);
-        }
-        Var scores = scale(matmul(qh, transpose(kh, -1, -2)), 1.0 / std::sqrt(double(D)));  // (B, H, T, T)
-        scores = masked_fill(scores, ctx.mask, -std::numeric_limits<double>::infinity());
-        Var out = matmul(softmax(scores, -1), vh);                                            // (B, H, T, D)
+        // fused: grouped key/value heads by index, causal within segments, no (T, T) scores kept
+        Var out = causal_attention(qh, kh, vh, ctx.segment_ids(), 1.0 / std::sqrt(double(D)));  // (B, H, T, D)
         return proj.output(t, reshape(transpose(out, 1, 2), {B, T, H * D}));
     }
     template <class F>

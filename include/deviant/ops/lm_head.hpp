@@ -1,0 +1,265 @@
+// deviant/ops/lm_head.hpp — the language-model head fused with log-softmax and the target gather:
+//   token_logprobs(hidden (N, C), weight (V, C), targets (N,)) = log_softmax(hidden @ weight^T)[n, targets[n]]
+// computed chunk by chunk (rows x vocabulary) so that the (N, V) logits never exist at once:
+// each chunk's logits (R, Vc) come from one matmul (OpenBLAS / cuBLASLt), and a running
+// log-sum-exp per row (max m, sum s of exp(z - m)) is updated chunk after chunk. Backward
+// recomputes each chunk's logits and, with p = exp(z - lse):
+//   dz = dy * (onehot(target) - p),   dhidden = sum over chunks of dz @ W,   dweight = sum of dz^T @ hidden
+// Work runs in the compute type (float32 for float32/bfloat16 — bfloat16 inputs are widened once —
+// and float64 for float64); results take the input dtype. Chunk order is fixed, so results are
+// deterministic and independent of the chunk sizes up to rounding.
+// CPU references are here; the CUDA kernels (softmax / gradient parts) are in kernels/lm_head.cuh.
+#pragma once
+#include <cmath>
+#include <limits>
+
+#include "deviant/ops/index.hpp"
+#include "deviant/ops/matmul.hpp"
+
+namespace deviant::kernels {
+// One vocabulary chunk of logits (rows, cols) (compute type, contiguous) folded into the running
+// state (rows, 3) = (max, sum of exp(z - max), target logit); targets (rows,) int64; the chunk
+// holds vocabulary entries [v0, v0 + cols).
+DEVIANT_CUDA_LAUNCHER(lm_head_update, const TensorRef& logits, const TensorRef& targets, const TensorRef& state, std::int64_t rows,
+                      std::int64_t cols, std::int64_t v0)
+// logprobs (n,) (output dtype) = (target - max) - log(sum); lse (n,) (compute type) = max + log(sum).
+DEVIANT_CUDA_LAUNCHER(lm_head_finish, const TensorRef& state, const TensorRef& logprobs, const TensorRef& lse, std::int64_t n)
+// In place: logits (rows, cols) -> dy * (onehot(target - v0) - exp(logits - lse)); dy, lse (rows,) compute type.
+DEVIANT_CUDA_LAUNCHER(lm_head_logit_grad, const TensorRef& logits, const TensorRef& targets, const TensorRef& lse, const TensorRef& dy,
+                      std::int64_t rows, std::int64_t cols, std::int64_t v0)
+}  // namespace deviant::kernels
+
+namespace deviant::ops {
+
+// Chunk sizes; 0 picks them from the sizes and the device.
+struct LmHeadChunks {
+    std::int64_t rows = 0;
+    std::int64_t vocab = 0;
+};
+
+struct TokenLogprobsResult {
+    Tensor logprobs;  // (N,), hidden's dtype
+    Tensor lse;       // (N,) log-sum-exp of each row's logits, compute type (saved for backward)
+    Tensor targets;   // (N,) int64 on hidden's device, contiguous
+};
+struct TokenLogprobsGrads {
+    Tensor dhidden, dweight;  // undefined unless asked for
+};
+
+namespace detail {
+inline DType lm_head_compute_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }
+
+// The chunk sizes used for N rows and V vocabulary entries on `dev`: at most 2^18 (CPU, cache
+// sized) or 2^24 (CUDA) logits per chunk.
+inline LmHeadChunks resolve_chunks(LmHeadChunks c, std::int64_t N, std::int64_t V, Device dev) {
+    const std::int64_t budget = dev == Device::cuda ? (std::int64_t(1) << 24) : (std::int64_t(1) << 18);
+    if (c.vocab <= 0) c.vocab = std::min<std::int64_t>(V, dev == Device::cuda ? 131072 : 32768);
+    if (c.rows <= 0) c.rows = std::max<std::int64_t>(1, budget / std::max<std::int64_t>(1, c.vocab));
+    c.vocab = std::max<std::int64_t>(1, std::min(c.vocab, V));
+    c.rows = std::max<std::int64_t>(1, std::min(c.rows, N));
+    return c;
+}
+
+inline Tensor targets_on(const char* op, const Tensor& targets, std::int64_t N, std::int64_t V, Device dev) {
+    require_index_tensor(targets, op);
+    DEVIANT_REQUIRE(targets.rank() == 1 && targets.size(0) == N, "{}: targets {} must be (N,) = ({},)", op, targets.shape().str(), N);
+    Tensor t = targets.to(dev).contiguous();
+    auto [pos, value] = find_out_of_range(t, V);
+    DEVIANT_REQUIRE(pos < 0, "{}: target {} at row {} is outside the vocabulary [0, {})", op, value, pos, V);
+    return t;
+}
+
+inline void check_lm_head_args(const char* op, const Tensor& hidden, const Tensor& weight) {
+    require_float(hidden, op);
+    require_float(weight, op);
+    DEVIANT_REQUIRE(hidden.rank() == 2 && weight.rank() == 2 && hidden.size(1) == weight.size(1),
+                    "{}: hidden {} must be (N, C) and weight {} (V, C)", op, hidden.shape().str(), weight.shape().str());
+    DEVIANT_REQUIRE(hidden.dtype() == weight.dtype(), "{}: hidden {} and weight {} differ in dtype", op, hidden.describe(), weight.describe());
+    require_same_device(hidden, weight, op);
+    DEVIANT_REQUIRE(weight.size(0) > 0, "{}: empty vocabulary (weight {})", op, weight.shape().str());
+}
+
+// x in the compute type, contiguous (a view of x when it already is).
+inline Tensor in_compute_type(const Tensor& x) {
+    DType c = lm_head_compute_dtype(x.dtype());
+    return x.dtype() == c ? x.contiguous() : x.to(x.device(), c);
+}
+
+// dst (contiguous view) += a @ b. CPU float32/float64: one BLAS call with beta = 1; else a product and an add.
+inline void gemm_accumulate(const Tensor& dst, const Tensor& a, const Tensor& b) {
+    if (dst.device() == Device::cpu) {
+        MatrixLayout la = matrix_layout(a.size(0), a.size(1), a.strides()[0], a.strides()[1]);
+        MatrixLayout lb = matrix_layout(b.size(0), b.size(1), b.strides()[0], b.strides()[1]);
+        if (la.ok && lb.ok && a.size(1) > 0) {
+            const int m = blas_int(a.size(0), "M"), n = blas_int(b.size(1), "N"), k = blas_int(a.size(1), "K");
+            const int lda = blas_int(la.ld, "lda"), ldb = blas_int(lb.ld, "ldb");
+            const CBLAS_TRANSPOSE ta = la.transposed ? CblasTrans : CblasNoTrans, tb = lb.transposed ? CblasTrans : CblasNoTrans;
+            if (dst.dtype() == DType::f32) {
+                cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, 1.0f, static_cast<const float*>(a.raw_data()), lda,
+                            static_cast<const float*>(b.raw_data()), ldb, 1.0f, dst.data<float>(), n);
+                return;
+            }
+            if (dst.dtype() == DType::f64) {
+                cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, 1.0, static_cast<const double*>(a.raw_data()), lda,
+                            static_cast<const double*>(b.raw_data()), ldb, 1.0, dst.data<double>(), n);
+                return;
+            }
+        }
+    }
+    Tensor d = dst;
+    add_into(d, matmul(a, b));
+}
+
+// CPU: fold a chunk of logits into the running state (see kernels::lm_head_update).
+template <class C>
+void cpu_lm_head_update(const C* z, const std::int64_t* targets, C* state, std::int64_t rows, std::int64_t cols, std::int64_t v0) {
+    for (std::int64_t r = 0; r < rows; ++r) {
+        const C* zr = z + r * cols;
+        C* s = state + 3 * r;
+        C m = zr[0];
+        for (std::int64_t j = 1; j < cols; ++j) m = std::max(m, zr[j]);
+        C new_m = std::max(s[0], m);
+        if (new_m == -std::numeric_limits<C>::infinity()) continue;  // every logit so far is -inf
+        C sum = s[1] * std::exp(s[0] - new_m);
+        for (std::int64_t j = 0; j < cols; ++j) sum += std::exp(zr[j] - new_m);
+        s[0] = new_m;
+        s[1] = sum;
+        std::int64_t t = targets[r] - v0;
+        if (t >= 0 && t < cols) s[2] = zr[t];
+    }
+}
+// CPU: overwrite a chunk of logits z (rows, cols) with dy * (onehot(target - v0) - exp(z - lse)).
+template <class C>
+void cpu_lm_head_logit_grad(const Tensor& z, const Tensor& targets, const Tensor& lse, const Tensor& dy, std::int64_t rows,
+                            std::int64_t cols, std::int64_t v0) {
+    C* pz = z.data<C>();
+    const C *pl = lse.data<C>(), *pd = dy.data<C>();
+    const std::int64_t* pt = targets.data<std::int64_t>();
+    for (std::int64_t r = 0; r < rows; ++r) {
+        C* zr = pz + r * cols;
+        const C l = pl[r], d = pd[r];
+        for (std::int64_t j = 0; j < cols; ++j) zr[j] = -d * std::exp(zr[j] - l);
+        const std::int64_t t = pt[r] - v0;
+        if (t >= 0 && t < cols) zr[t] += d;
+    }
+}
+}  // namespace detail
+
+// log_softmax(hidden @ weight^T)[n, targets[n]] for hidden (N, C), weight (V, C), targets (N,) int64.
+inline TokenLogprobsResult token_logprobs(const Tensor& hidden_in, const Tensor& weight_in, const Tensor& targets_in,
+                                          LmHeadChunks chunks_in = {}) {
+    const char* op = "token_logprobs";
+    detail::check_lm_head_args(op, hidden_in, weight_in);
+    const std::int64_t N = hidden_in.size(0), V = weight_in.size(0);
+    const Device dev = hidden_in.device();
+    const DType ct = detail::lm_head_compute_dtype(hidden_in.dtype());
+    TokenLogprobsResult r;
+    r.targets = detail::targets_on(op, targets_in, N, V, dev);
+    r.logprobs = Tensor::empty({N}, hidden_in.dtype(), dev);
+    r.lse = Tensor::empty({N}, ct, dev);
+    if (N == 0) return r;
+    const LmHeadChunks chunks = detail::resolve_chunks(chunks_in, N, V, dev);
+    Tensor h = detail::in_compute_type(hidden_in), w = detail::in_compute_type(weight_in);
+    std::vector<double> init(std::size_t(3 * N), 0.0);  // (max, sum, target logit) per row
+    for (std::int64_t n = 0; n < N; ++n) init[std::size_t(3 * n)] = -std::numeric_limits<double>::infinity();
+    Tensor state = Tensor::from(init, {N, 3}, ct).to(dev);
+    for (std::int64_t r0 = 0; r0 < N; r0 += chunks.rows) {
+        const std::int64_t R = std::min(chunks.rows, N - r0);
+        Tensor hc = h.narrow(0, r0, R), tc = r.targets.narrow(0, r0, R), sc = state.narrow(0, r0, R);
+        for (std::int64_t v0 = 0; v0 < V; v0 += chunks.vocab) {
+            const std::int64_t Vc = std::min(chunks.vocab, V - v0);
+            Tensor z = matmul(hc, w.narrow(0, v0, Vc).transpose(0, 1));  // (R, Vc)
+            if (dev == Device::cuda) {
+                kernels::lm_head_update(z.ref(), tc.ref(), sc.ref(), R, Vc, v0);
+                continue;
+            }
+            if (ct == DType::f32) detail::cpu_lm_head_update<float>(z.data<float>(), tc.data<std::int64_t>(), sc.data<float>(), R, Vc, v0);
+            else detail::cpu_lm_head_update<double>(z.data<double>(), tc.data<std::int64_t>(), sc.data<double>(), R, Vc, v0);
+        }
+    }
+    if (dev == Device::cuda) {
+        kernels::lm_head_finish(state.ref(), r.logprobs.ref(), r.lse.ref(), N);
+        return r;
+    }
+    DEVIANT_DISPATCH_FLOAT(hidden_in.dtype(), T, [&] {
+        using C = compute_t<T>;
+        const C* ps = state.data<C>();
+        T* lp = r.logprobs.data<T>();
+        C* lse = r.lse.data<C>();
+        for (std::int64_t n = 0; n < N; ++n) {
+            const C m = ps[3 * n], log_s = std::log(ps[3 * n + 1]);
+            lp[n] = store<T>((ps[3 * n + 2] - m) - log_s);  // as log_softmax: (z - m) - log(s)
+            lse[n] = m + log_s;
+        }
+    });
+    return r;
+}
+
+// Gradients of token_logprobs given its saved log-sum-exp and the output gradient dy (N,).
+inline TokenLogprobsGrads token_logprobs_backward(const Tensor& hidden_in, const Tensor& weight_in, const Tensor& targets,
+                                                  const Tensor& lse_in, const Tensor& dy_in, bool want_dhidden, bool want_dweight,
+                                                  LmHeadChunks chunks_in = {}) {
+    const char* op = "token_logprobs backward";
+    detail::check_lm_head_args(op, hidden_in, weight_in);
+    const std::int64_t N = hidden_in.size(0), V = weight_in.size(0), Cdim = hidden_in.size(1);
+    const Device dev = hidden_in.device();
+    const DType ct = detail::lm_head_compute_dtype(hidden_in.dtype());
+    DEVIANT_REQUIRE(dy_in.shape() == Shape({N}) && lse_in.shape() == Shape({N}) && targets.shape() == Shape({N}) &&
+                        lse_in.dtype() == ct && targets.dtype() == DType::i64,
+                    "{}: gradient {}, log-sum-exp {} or targets {} do not match hidden {}", op, dy_in.describe(), lse_in.describe(),
+                    targets.describe(), hidden_in.describe());
+    TokenLogprobsGrads g;
+    Tensor dh = want_dhidden ? Tensor::zeros({N, Cdim}, ct, dev) : Tensor();
+    Tensor dw = want_dweight ? Tensor::zeros({V, Cdim}, ct, dev) : Tensor();
+    if (N > 0 && (want_dhidden || want_dweight)) {
+        const LmHeadChunks chunks = detail::resolve_chunks(chunks_in, N, V, dev);
+        Tensor h = detail::in_compute_type(hidden_in), w = detail::in_compute_type(weight_in);
+        Tensor dy = dy_in.to(dev, ct).contiguous(), lse = lse_in.contiguous(), tg = targets.to(dev).contiguous();
+        for (std::int64_t r0 = 0; r0 < N; r0 += chunks.rows) {
+            const std::int64_t R = std::min(chunks.rows, N - r0);
+            Tensor hc = h.narrow(0, r0, R), tc = tg.narrow(0, r0, R), lc = lse.narrow(0, r0, R), dc = dy.narrow(0, r0, R);
+            for (std::int64_t v0 = 0; v0 < V; v0 += chunks.vocab) {
+                const std::int64_t Vc = std::min(chunks.vocab, V - v0);
+                Tensor wc = w.narrow(0, v0, Vc);
+                Tensor z = matmul(hc, wc.transpose(0, 1));  // (R, Vc), becomes dz in place
+                if (dev == Device::cuda) {
+                    kernels::lm_head_logit_grad(z.ref(), tc.ref(), lc.ref(), dc.ref(), R, Vc, v0);
+                } else {
+                    if (ct == DType::f32) detail::cpu_lm_head_logit_grad<float>(z, tc, lc, dc, R, Vc, v0);
+                    else detail::cpu_lm_head_logit_grad<double>(z, tc, lc, dc, R, Vc, v0);
+                }
+                if (want_dhidden) detail::gemm_accumulate(dh.narrow(0, r0, R), z, wc);
+                if (want_dweight) detail::gemm_accumulate(dw.narrow(0, v0, Vc), z.transpose(0, 1), hc);
+            }
+        }
+    }
+    if (want_dhidden) g.dhidden = dh.dtype() == hidden_in.dtype() ? dh : dh.to(hidden_in.dtype());
+    if (want_dweight) g.dweight = dw.dtype() == weight_in.dtype() ? dw : dw.to(weight_in.dtype());
+    return g;
+}
+
+}  // namespace deviant::ops
+
+namespace deviant {
+
+namespace detail {
+struct LmHeadAttr {
+    ops::LmHeadChunks chunks;
+};
+}  // namespace detail
+
+// log p(targets[n] | hidden[n]) under the head weight (V, C): log_softmax(hidden @ weight^T)[n, targets[n]],
+// without materialising the (N, V) logits. targets (N,) int64 are not differentiated.
+// Backward reads hidden and weight from the tape (their values stay there until it is cleared).
+inline Var token_logprobs(Var hidden, Var weight, const Tensor& targets, ops::LmHeadChunks chunks = {}) {
+    ops::TokenLogprobsResult r = ops::token_logprobs(hidden.value(), weight.value(), targets, chunks);
+    return hidden.tape->record(r.logprobs, {hidden, weight}, [](Tape& t, const Node& n) {
+        ops::TokenLogprobsGrads g = ops::token_logprobs_backward(t.value(n.in[0]), t.value(n.in[1]), n.saved[0], n.saved[1],
+                                                                 output_grad(t, n), t.needs_grad(n, 0), t.needs_grad(n, 1),
+                                                                 n.attr<detail::LmHeadAttr>().chunks);
+        if (t.needs_grad(n, 0)) t.accumulate(n.in[0], std::move(g.dhidden));
+        if (t.needs_grad(n, 1)) t.accumulate(n.in[1], std::move(g.dweight));
+    }, {r.targets, r.lse}, detail::LmHeadAttr{chunks});
+}
+
+}  // namespace deviant
