@@ -252,7 +252,7 @@ BOOST_AUTO_TEST_CASE(bad_pairs_name_file_line_and_field) {
 BOOST_AUTO_TEST_CASE(unsupported_rope_scaling_and_activation_are_errors) {
     io::ModelConfig c = tiny_config(io::ModelFamily::llama);
     c.rope_type = "llama3";
-    BOOST_CHECK_EXCEPTION(Llama(c), Error, [](const Error& e) { return std::string(e.what()).find("llama3") != std::string::npos; });
+    BOOST_CHECK_EXCEPTION(Llama{c}, Error, [](const Error& e) { return std::string(e.what()).find("llama3") != std::string::npos; });
     c = tiny_config(io::ModelFamily::llama);
     c.hidden_act = "gelu";
     BOOST_CHECK_THROW(Llama{c}, Error);
