@@ -4,7 +4,7 @@
 #   -> SFT a small Llama-architecture model from scratch
 #   -> DPO, DDPO (deviation-weighted) and DivPO from the SFT model
 #   -> sample held-out prompts -> diversity and quality table + plot.
-# Usage: scripts/demo.sh [output-dir]   (default runs/demo). Takes a few minutes on 2 cores.
+# Usage: scripts/demo.sh [output-dir]   (default runs/demo). About 3.5 minutes on 2 cores once built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
