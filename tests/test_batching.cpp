@@ -10,6 +10,7 @@
 #include <fstream>
 #include <random>
 
+#include "tiny_models.hpp"
 #include "gradcheck.hpp"
 #include "deviant/data/text_pairs.hpp"
 #include "deviant/models/load.hpp"
@@ -21,24 +22,7 @@ using namespace deviant;
 
 namespace {
 
-io::ModelConfig tiny_config(io::ModelFamily family) {
-    io::ModelConfig c;
-    c.family = family;
-    c.model_type = family == io::ModelFamily::gpt2 ? "gpt2" : "llama";
-    c.vocab_size = 13;
-    c.hidden_size = 8;
-    c.intermediate_size = 12;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = family == io::ModelFamily::gpt2 ? 4 : 2;
-    c.head_dim = 2;
-    c.max_position_embeddings = 32;
-    c.norm_eps = 1e-5;
-    c.rope_theta = 100.0;
-    c.tie_word_embeddings = family == io::ModelFamily::gpt2;
-    c.attention_bias = family == io::ModelFamily::gpt2;
-    return c;
-}
+io::ModelConfig tiny_config(io::ModelFamily family) { return testing::tiny_config(family, 13, 32); }
 
 std::vector<std::int64_t> random_ids(std::mt19937& rng, std::size_t n) {
     std::uniform_int_distribution<std::int64_t> u(0, 12);

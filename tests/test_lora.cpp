@@ -14,6 +14,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "tiny_models.hpp"
 #include "gradcheck.hpp"
 #include "deviant/models/load.hpp"
 #include "deviant/nn/lora.hpp"
@@ -27,24 +28,7 @@ namespace {
 const std::string models_dir = DEVIANT_TEST_DATA_DIR "/models/";
 const std::string lora_dir = DEVIANT_TEST_DATA_DIR "/lora/";
 
-io::ModelConfig tiny_config(io::ModelFamily family) {
-    io::ModelConfig c;
-    c.family = family;
-    c.model_type = family == io::ModelFamily::gpt2 ? "gpt2" : "llama";
-    c.vocab_size = 11;
-    c.hidden_size = 8;
-    c.intermediate_size = 12;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = family == io::ModelFamily::gpt2 ? 4 : 2;
-    c.head_dim = 2;
-    c.max_position_embeddings = 16;
-    c.norm_eps = 1e-5;
-    c.rope_theta = 100.0;
-    c.tie_word_embeddings = family == io::ModelFamily::gpt2;
-    c.attention_bias = family == io::ModelFamily::gpt2;
-    return c;
-}
+io::ModelConfig tiny_config(io::ModelFamily family) { return testing::tiny_config(family); }
 
 void randomize(std::deque<Parameter>& params, std::mt19937& rng, double lo = -0.5, double hi = 0.5) {
     for (auto& p : params) p.value.copy_from(testing::random_tensor(p.value.shape(), rng, lo, hi, p.value.dtype()));
