@@ -2,6 +2,7 @@
 // rule and an unwritten gradient entry, gradient accumulation, NoGradGuard, backward()
 // preconditions, graph release and Parameter::grad accumulation, and Tensor view semantics.
 #define BOOST_TEST_MODULE autodiff
+#include "expect_error.hpp"
 #include "op_harness.hpp"
 
 #include "deviant/ops/index.hpp"
@@ -36,22 +37,6 @@ Var square_writing_entries(Var x, bool skip_last) {
 }
 
 Tensor values(std::vector<double> v, const Shape& s) { return Tensor::from(v, s); }
-
-template <class F>
-bool throws_naming(F&& f, std::initializer_list<const char*> parts) {
-    try {
-        f();
-    } catch (const Error& e) {
-        std::string m = e.what();
-        for (const char* p : parts)
-            if (m.find(p) == std::string::npos) {
-                BOOST_TEST_MESSAGE("message '" << m << "' lacks '" << p << "'");
-                return false;
-            }
-        return true;
-    }
-    return false;
-}
 
 std::vector<Tensor> one_random_input() {
     std::mt19937 rng(11);

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <random>
 
+#include "expect_error.hpp"
 #include "tiny_models.hpp"
 #include "gradcheck.hpp"
 #include "deviant/data/text_pairs.hpp"
@@ -19,6 +20,7 @@
 #include "deviant/train/truncation.hpp"
 
 using namespace deviant;
+using deviant::testing::throws_naming;
 
 namespace {
 
@@ -117,22 +119,6 @@ void check_packing_equivalence(io::ModelFamily family) {
             }
         }
     }
-}
-
-template <class F>
-bool throws_naming(F&& f, std::initializer_list<std::string> parts) {
-    try {
-        f();
-    } catch (const Error& e) {
-        std::string m = e.what();
-        for (const auto& p : parts)
-            if (m.find(p) == std::string::npos) {
-                BOOST_TEST_MESSAGE("message '" << m << "' lacks '" << p << "'");
-                return false;
-            }
-        return true;
-    }
-    return false;
 }
 
 data::TokenPair pair_of(std::vector<std::int64_t> p, std::vector<std::int64_t> c, std::vector<std::int64_t> r) {

@@ -11,11 +11,13 @@
 #include <filesystem>
 #include <fstream>
 
+#include "expect_error.hpp"
 #include "deviant/data/prepare.hpp"
 #include "deviant/eval/embed_file.hpp"
 #include "deviant/eval/embedder.hpp"
 
 using namespace deviant;
+using deviant::testing::throws_naming;
 using namespace deviant::eval;
 using deviant::data::json;
 
@@ -47,21 +49,6 @@ void write_text(const std::filesystem::path& p, const std::string& s) {
     out << s;
 }
 
-template <class F>
-bool throws_naming(F&& f, std::initializer_list<std::string> parts) {
-    try {
-        f();
-    } catch (const Error& e) {
-        const std::string m = e.what();
-        for (const auto& p : parts)
-            if (m.find(p) == std::string::npos) {
-                BOOST_TEST_MESSAGE("message '" << m << "' lacks '" << p << "'");
-                return false;
-            }
-        return true;
-    }
-    return false;
-}
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(fnv1a64_published_vectors) {

@@ -2,6 +2,7 @@
 // CPU-vs-CUDA over one table, forward values against naive loops, hand-worked backward values
 // with duplicate indices, and error messages (out-of-range ids, shape mismatch, wrong dtypes).
 #define BOOST_TEST_MODULE ops_index
+#include "expect_error.hpp"
 #include "op_harness.hpp"
 
 #include "deviant/ops/index.hpp"
@@ -56,22 +57,6 @@ std::vector<OpCase> table() {
         {"where broadcast a and mask", {U::mask({2, 1, 4}), U::uniform({3, 1}), U::uniform({2, 3, 4})},
          [](Tape&, std::vector<Var>& v) { return where(v[0].value(), v[1], v[2]); }},
     };
-}
-
-template <class F>
-bool throws_naming(F&& f, std::initializer_list<const char*> parts) {
-    try {
-        f();
-    } catch (const Error& e) {
-        std::string m = e.what();
-        for (const char* p : parts)
-            if (m.find(p) == std::string::npos) {
-                BOOST_TEST_MESSAGE("message '" << m << "' lacks '" << p << "'");
-                return false;
-            }
-        return true;
-    }
-    return false;
 }
 
 Tensor ids(std::vector<std::int64_t> v, const Shape& s) { return Tensor::from(v, s); }

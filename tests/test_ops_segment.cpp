@@ -2,6 +2,7 @@
 // segments, strided inputs), forward values against a naive loop, a hand-worked backward,
 // bit-identical repeated CUDA runs, and error messages for bad ids.
 #define BOOST_TEST_MODULE ops_segment
+#include "expect_error.hpp"
 #include "op_harness.hpp"
 
 #include "deviant/ops/segment.hpp"
@@ -36,21 +37,6 @@ std::vector<OpCase> table() {
     };
 }
 
-template <class F>
-bool throws_naming(F&& f, std::initializer_list<const char*> parts) {
-    try {
-        f();
-    } catch (const Error& e) {
-        std::string m = e.what();
-        for (const char* p : parts)
-            if (m.find(p) == std::string::npos) {
-                BOOST_TEST_MESSAGE("message '" << m << "' lacks '" << p << "'");
-                return false;
-            }
-        return true;
-    }
-    return false;
-}
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(gradients) { run_gradchecks(table()); }

@@ -2,6 +2,7 @@
 // contiguous, expand) and ops::copy_into: gradient checks and CPU-vs-CUDA over one table,
 // forward values against naive index loops, and error messages.
 #define BOOST_TEST_MODULE ops_shape
+#include "expect_error.hpp"
 #include "op_harness.hpp"
 
 #include "deviant/ops/shape.hpp"
@@ -37,22 +38,6 @@ std::vector<OpCase> table() {
         {"view of a strided slice then expand", {U::uniform({4, 3})},
          [](Tape&, std::vector<Var>& v) { return expand(unsqueeze(slice(v[0], 0, 0, 4, 3), 0), {3, 2, 3}); }},
     };
-}
-
-template <class F>
-bool throws_naming(F&& f, std::initializer_list<const char*> parts) {
-    try {
-        f();
-    } catch (const Error& e) {
-        std::string m = e.what();
-        for (const char* p : parts)
-            if (m.find(p) == std::string::npos) {
-                BOOST_TEST_MESSAGE("message '" << m << "' lacks '" << p << "'");
-                return false;
-            }
-        return true;
-    }
-    return false;
 }
 
 Tensor iota(const Shape& s) {

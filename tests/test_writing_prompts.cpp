@@ -10,30 +10,16 @@
 #include <filesystem>
 #include <fstream>
 
+#include "expect_error.hpp"
 #include "deviant/data/prepare.hpp"
 #include "deviant/data/writing_prompts.hpp"
 
 using namespace deviant;
+using deviant::testing::throws_naming;
 using namespace deviant::data;
 
 namespace {
 const std::filesystem::path kDir = std::filesystem::path(DEVIANT_TEST_DATA_DIR) / "writing_prompts";
-
-template <class F>
-bool throws_naming(F&& f, std::initializer_list<std::string> parts) {
-    try {
-        f();
-    } catch (const Error& e) {
-        std::string m = e.what();
-        for (const auto& p : parts)
-            if (m.find(p) == std::string::npos) {
-                BOOST_TEST_MESSAGE("message '" << m << "' lacks '" << p << "'");
-                return false;
-            }
-        return true;
-    }
-    return false;
-}
 
 std::filesystem::path temp(const std::string& name) { return std::filesystem::temp_directory_path() / ("deviant_wp_" + name); }
 }  // namespace
