@@ -32,6 +32,10 @@ inline Var ref(const Var& like, const Tensor& t, const char* what) {
     DEVIANT_REQUIRE(t.shape() == like.shape(), "reference {} has shape {}, policy log-probs {}", what, t.shape().str(), like.shape().str());
     return like.tape->constant(t.to(like.device(), like.dtype()));
 }
+// log pi(y) - log pi_ref(y) for the chosen and the rejected responses (summed log-probs).
+inline std::pair<Var, Var> policy_minus_reference(const PairLogps& b) {
+    return {b.chosen_logp - ref(b.chosen_logp, b.ref_chosen_logp, "chosen"), b.rejected_logp - ref(b.rejected_logp, b.ref_rejected_logp, "rejected")};
+}
 // beta * (policy - reference) rewards and the margin/accuracy metrics shared by DPO-style losses.
 inline void reward_metrics(Metrics& m, const Tensor& rc, const Tensor& rr) {
     auto c = rc.to_vector<double>(), r = rr.to_vector<double>();
@@ -60,8 +64,7 @@ struct Dpo {
     bool applies_weights() const { return false; }
 
     Var per_pair(const PairLogps& b, const Var*, Metrics& m) const {
-        Var rc = b.chosen_logp - detail::ref(b.chosen_logp, b.ref_chosen_logp, "chosen");
-        Var rr = b.rejected_logp - detail::ref(b.rejected_logp, b.ref_rejected_logp, "rejected");
+        auto [rc, rr] = detail::policy_minus_reference(b);
         Var bz = (rc - rr) * beta;
         Var loss = logsigmoid(bz) * -(1.0 - label_smoothing);
         if (label_smoothing != 0.0) loss = loss + logsigmoid(-bz) * -label_smoothing;
@@ -79,8 +82,7 @@ struct Ipo {
     bool applies_weights() const { return false; }
 
     Var per_pair(const PairLogps& b, const Var*, Metrics& m) const {
-        Var rc = b.chosen_logp - detail::ref(b.chosen_logp, b.ref_chosen_logp, "chosen");
-        Var rr = b.rejected_logp - detail::ref(b.rejected_logp, b.ref_rejected_logp, "rejected");
+        auto [rc, rr] = detail::policy_minus_reference(b);
         if (average) {
             rc = detail::average(rc, b.chosen_tokens);
             rr = detail::average(rr, b.rejected_tokens);
@@ -99,8 +101,7 @@ struct Hinge {
     bool applies_weights() const { return false; }
 
     Var per_pair(const PairLogps& b, const Var*, Metrics& m) const {
-        Var rc = b.chosen_logp - detail::ref(b.chosen_logp, b.ref_chosen_logp, "chosen");
-        Var rr = b.rejected_logp - detail::ref(b.rejected_logp, b.ref_rejected_logp, "rejected");
+        auto [rc, rr] = detail::policy_minus_reference(b);
         Var loss = relu(affine(rc - rr, -beta, 1.0));
         detail::reward_metrics(m, ops::affine(rc.value(), beta), ops::affine(rr.value(), beta));
         detail::logp_metrics(m, b);
