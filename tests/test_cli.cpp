@@ -13,32 +13,16 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "run_cli.hpp"
+
 using nlohmann::json;
 
 namespace {
 
 const std::string data = DEVIANT_TEST_DATA_DIR;
 
-struct Run {
-    int status = -1;
-    std::string out, err;
-};
-
-Run run(const std::string& args) {
-    auto err_file = std::filesystem::temp_directory_path() / ("deviant_cli_err_" + std::to_string(::getpid()));
-    std::string cmd = std::string(DEVIANT_CLI) + " " + args + " 2>" + err_file.string();
-    Run r;
-    FILE* p = ::popen(cmd.c_str(), "r");
-    BOOST_REQUIRE(p);
-    std::array<char, 4096> buf;
-    while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) r.out.append(buf.data(), n);
-    int st = ::pclose(p);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    std::ifstream e(err_file);
-    r.err.assign(std::istreambuf_iterator<char>(e), {});
-    std::filesystem::remove(err_file);
-    return r;
-}
+using Run = deviant::testing::CliRun;
+inline Run run(const std::string& args) { return deviant::testing::run_cli(args); }
 
 double rel(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-30); }
 

@@ -18,6 +18,8 @@
 
 #include "deviant/data/text_pairs.hpp"
 
+#include "run_cli.hpp"
+
 using nlohmann::json;
 namespace fs = std::filesystem;
 
@@ -27,26 +29,8 @@ const std::string data = DEVIANT_TEST_DATA_DIR;
 const std::string gen_dir = data + "/generate/";
 const std::string tokenizer = data + "/tokenizers/fallback_style.json";
 
-struct Run {
-    int status = -1;
-    std::string out, err;
-};
-
-Run run(const std::string& args) {
-    auto err_file = fs::temp_directory_path() / ("deviant_cli_gen_err_" + std::to_string(::getpid()));
-    std::string cmd = std::string(DEVIANT_CLI) + " " + args + " 2>" + err_file.string();
-    Run r;
-    FILE* p = ::popen(cmd.c_str(), "r");
-    BOOST_REQUIRE(p);
-    std::array<char, 4096> buf;
-    while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) r.out.append(buf.data(), n);
-    int st = ::pclose(p);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    std::ifstream e(err_file);
-    r.err.assign(std::istreambuf_iterator<char>(e), {});
-    fs::remove(err_file);
-    return r;
-}
+using Run = deviant::testing::CliRun;
+inline Run run(const std::string& args) { return deviant::testing::run_cli(args); }
 
 std::string temp(const std::string& name) { return (fs::temp_directory_path() / (std::to_string(::getpid()) + "_" + name)).string(); }
 

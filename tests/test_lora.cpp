@@ -69,33 +69,8 @@ double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) 
 
 std::vector<double> as_vector(const json& j) { return j.get<std::vector<double>>(); }
 
-// Central differences on every element of `params` against the backward pass of `loss`.
 void check_gradients(std::deque<Parameter>& params, const std::function<Var(Tape&)>& loss) {
-    for (auto& p : params) p.zero_grad();
-    {
-        PoisonAllocations poison;
-        Tape t;
-        t.backward(loss(t));
-    }
-    for (Parameter& p : params) {
-        BOOST_REQUIRE(p.grad.defined());
-        auto analytic = p.grad.to_vector<double>();
-        std::vector<double> numeric(analytic.size());
-        double* x = p.value.data<double>();
-        for (std::size_t k = 0; k < numeric.size(); ++k) {
-            double keep = x[k], eps = 1e-6;
-            NoGradGuard ng;
-            Tape t1, t2;
-            x[k] = keep + eps;
-            double up = loss(t1).value().item();
-            x[k] = keep - eps;
-            double down = loss(t2).value().item();
-            x[k] = keep;
-            numeric[k] = (up - down) / (2 * eps);
-        }
-        BOOST_TEST_INFO("parameter " << p.name);
-        BOOST_TEST(testing::relative_error(analytic, numeric) < 1e-6);
-    }
+    testing::check_parameter_gradients(params, loss);
 }
 
 void require_no_gradient(std::deque<Parameter>& base) {

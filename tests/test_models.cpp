@@ -94,33 +94,9 @@ BOOST_AUTO_TEST_CASE(gpt2_matches_transformers) {
 namespace {
 io::ModelConfig tiny_config(io::ModelFamily family) { return testing::tiny_config(family); }
 
-// Central differences on every parameter element of a model against its backward pass.
 template <class Model>
 void check_model_gradients(Model& m, const std::function<Var(Tape&)>& loss) {
-    m.store.zero_grad();
-    {
-        PoisonAllocations poison;
-        Tape t;
-        t.backward(loss(t));
-    }
-    for (Parameter& p : m.parameters()) {
-        auto analytic = p.grad.to_vector<double>();
-        std::vector<double> numeric(analytic.size());
-        double* x = p.value.template data<double>();
-        for (std::size_t k = 0; k < numeric.size(); ++k) {
-            double keep = x[k], eps = 1e-6;
-            NoGradGuard ng;
-            Tape t1, t2;
-            x[k] = keep + eps;
-            double up = loss(t1).value().item();
-            x[k] = keep - eps;
-            double down = loss(t2).value().item();
-            x[k] = keep;
-            numeric[k] = (up - down) / (2 * eps);
-        }
-        BOOST_TEST_INFO("parameter " << p.name);
-        BOOST_TEST(testing::relative_error(analytic, numeric) < 1e-6);
-    }
+    testing::check_parameter_gradients(m.parameters(), loss);
 }
 
 Tensor ids_tensor(std::vector<std::int64_t> v, std::int64_t B, std::int64_t T) { return Tensor::from(v, {B, T}); }
