@@ -11,6 +11,7 @@
 
 #include "deviant/data/prepare.hpp"
 #include "deviant/deviation/deviation.hpp"
+#include "temp_dir.hpp"
 
 using namespace deviant;
 using namespace deviant::deviation;
@@ -40,24 +41,8 @@ void expect_error(F&& f, std::initializer_list<std::string> parts) {
     BOOST_FAIL("no deviant::Error thrown");
 }
 
-// A fresh empty directory under the system temp directory.
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        static int counter = 0;
-        path = fs::temp_directory_path() / ("deviant_test_deviation_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    fs::path write(const std::string& name, const std::string& text) const {
-        std::ofstream(path / name) << text;
-        return path / name;
-    }
-    std::size_t entries() const { return std::size_t(std::distance(fs::directory_iterator(path), fs::directory_iterator())); }
+struct TempDir : testing::TempDir {
+    TempDir() : testing::TempDir("deviant_test_deviation") {}
 };
 
 // Three vectors: e0 and e1 orthogonal, e2 at 45 degrees to both (unnormalised on purpose).

@@ -12,6 +12,7 @@
 
 #include "deviant/data/pairs.hpp"
 #include "deviant/data/prepare.hpp"
+#include "temp_dir.hpp"
 
 using namespace deviant;
 using namespace deviant::data;
@@ -188,23 +189,8 @@ BOOST_AUTO_TEST_CASE(weights_use_only_paired_responses) {
 
 // ---- files -------------------------------------------------------------------------------------
 namespace {
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        static int counter = 0;
-        path = fs::temp_directory_path() / ("deviant_test_pairs_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    fs::path write(const std::string& name, const std::string& text) const {
-        std::ofstream(path / name) << text;
-        return path / name;
-    }
-    std::size_t entries() const { return std::size_t(std::distance(fs::directory_iterator(path), fs::directory_iterator())); }
+struct TempDir : testing::TempDir {
+    TempDir() : testing::TempDir("deviant_test_pairs") {}
 };
 
 std::vector<json> read_lines(const fs::path& p) {
