@@ -1,7 +1,7 @@
 // `deviant score`: log-probs, loss and gradient norms of a checkpoint on token-id pairs.
 //   deviant score --model DIR [--ref DIR] --pairs FILE --objective NAME
 //                 [--beta X] [--lambda X] [--gamma X] [--label-smoothing X] [--ipo-summed] [--grad-norms]
-//                 [--device cpu|cuda] [--dtype float32|float64] [--batch-size N]
+//                 [--device cpu|cuda] [--dtype float32|float64|bfloat16] [--batch-size N]
 // Prints one JSON object: per-pair log-probs, the batch loss, TRL-named metrics and (with
 // --grad-norms) the L2 norm of d(loss)/d(parameter) keyed by checkpoint tensor name.
 #include <fmt/core.h>
@@ -28,15 +28,9 @@ struct ScoreOptions {
     std::int64_t batch_size = 0;
 };
 
-DType parse_dtype(const std::string& s) {
-    if (s == "float32" || s == "f32") return DType::f32;
-    if (s == "float64" || s == "f64") return DType::f64;
-    fail("--dtype must be float32 or float64, got '{}'", s);
-}
-
 template <class Policy>
 int score(Policy& policy, const ScoreOptions& o) {
-    DType dtype = parse_dtype(o.dtype);
+    DType dtype = cli::model_dtype(o.dtype);
     Device device = o.device == "cuda" ? Device::cuda : Device::cpu;
     if (device == Device::cuda) {
         cuda::require_available();
@@ -137,10 +131,10 @@ deviant::cli::Registration reg{{"score", "Log-probs, loss and gradient norms of 
     app.add_flag("--ipo-summed", o->ipo_summed, "IPO on summed log-ratios (OpenRLHF) instead of length-averaged (TRL)");
     app.add_flag("--grad-norms", o->grad_norms, "Report per-parameter gradient norms");
     app.add_option("--device", o->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
-    app.add_option("--dtype", o->dtype, "float32 or float64 compute")->capture_default_str();
+    app.add_option("--dtype", o->dtype, cli::model_dtype_help)->capture_default_str();
     app.add_option("--batch-size", o->batch_size, "Pairs per forward pass (default: all)");
     return std::function<int()>([o] {
-        return with_pretrained(o->model, [&](auto& policy) { return score(policy, *o); }, parse_dtype(o->dtype));
+        return with_pretrained(o->model, [&](auto& policy) { return score(policy, *o); }, cli::model_dtype(o->dtype));
     });
 }}};
 

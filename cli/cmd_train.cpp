@@ -117,11 +117,6 @@ void apply_config(CLI::App& app, const std::string& path) {
     }
 }
 
-DType dtype_from(const std::string& s) {
-    if (s == "float32") return DType::f32;
-    if (s == "float64") return DType::f64;
-    fail("--dtype must be float32 or float64, got '{}'", s);
-}
 
 // Reads pairs as token ids or as text (tokenised with the model's tokenizer).
 std::vector<data::TokenPair> read_pairs(const TrainArgs& a, const std::string& file, std::int64_t vocab, const std::string& tokenizer_path) {
@@ -176,7 +171,7 @@ std::vector<data::TokenPair> read_pairs(const TrainArgs& a, const std::string& f
 template <class Model>
 int run_training(Model& policy, const TrainArgs& a, const io::ModelConfig& config, const fs::path& config_file) {
     Device device = a.device == "cuda" ? Device::cuda : Device::cpu;
-    DType dtype = dtype_from(a.dtype);
+    DType dtype = cli::model_dtype(a.dtype);
     if (device == Device::cuda) {
         cuda::require_available();
         policy.to(device);
@@ -349,7 +344,7 @@ deviant::cli::Registration reg{{"train", "Train a checkpoint with a preference o
     app.add_option("--ref-cache", a->ref_cache, "Folder caching reference log-probs by data and model hash");
     app.add_option("--tokenizer", a->tokenizer, "tokenizer.json for text pairs (default: <model>/tokenizer.json)");
     app.add_option("--device", a->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-    app.add_option("--dtype", a->dtype, "float32 or float64");
+    app.add_option("--dtype", a->dtype, cli::model_dtype_help);
     app.add_option("--seed", a->seed, "Seed for initialisation, shuffling and LoRA");
     app.add_option("--train", a->train, "Training pairs: token ids or text (JSON Lines)");
     app.add_option("--eval", a->eval, "Held-out pairs, evaluated every --eval-every steps and at the end");
@@ -393,7 +388,7 @@ deviant::cli::Registration reg{{"train", "Train a checkpoint with a preference o
         if (!a->config.empty()) apply_config(app, a->config);
         DEVIANT_REQUIRE(!a->train.empty(), "no training data: give --train FILE (or data.train in the config)");
         DEVIANT_REQUIRE(a->model.empty() != a->init_config.empty(), "give exactly one of --model DIR or --init-config FILE");
-        DType dtype = dtype_from(a->dtype);
+        DType dtype = cli::model_dtype(a->dtype);
         if (!a->model.empty()) {
             fs::path cfg = fs::is_directory(a->model) ? fs::path(a->model) / "config.json" : fs::path(a->model);
             return with_pretrained(a->model, [&](auto& model) { return run_training(model, *a, model.config, cfg); }, dtype);

@@ -87,8 +87,9 @@ BOOST_AUTO_TEST_CASE(adamw_matches_torch) {
             for (const auto& p : c["params"])
                 params.emplace_back(p["name"].get<std::string>(), Tensor::from(p["init"].get<std::vector<double>>(), shape_of(p["shape"]), dt));
             const auto& o = c["options"];
+            const bool master = c["master_weights"].get<bool>();
             optim::AdamW opt(pointers(params), {o["beta1"].get<double>(), o["beta2"].get<double>(), o["eps"].get<double>(),
-                                                 o["weight_decay"].get<double>()});
+                                                 o["weight_decay"].get<double>(), master});
             for (std::size_t k = 0; k < c["steps"].size(); ++k) {
                 const auto& s = c["steps"][k];
                 for (std::size_t i = 0; i < params.size(); ++i) {
@@ -113,9 +114,74 @@ BOOST_AUTO_TEST_CASE(adamw_matches_torch) {
                 check_close(by_name.at(pn + ".exp_avg_sq").to_vector<double>(), want["exp_avg_sq"].get<std::vector<double>>(), state_tol,
                             pn + ".exp_avg_sq", 1e-5);
                 BOOST_TEST(by_name.at(pn + ".step").item() == want["step"].get<double>());
+                BOOST_TEST(by_name.count(pn + ".master") == std::size_t(master));
+                if (master)  // float32 master: the accumulated updates, far below the weights' bf16 spacing
+                    check_close(by_name.at(pn + ".master").to_vector<double>(), c["final_master"][i].get<std::vector<double>>(), 1e-6,
+                                pn + ".master", 1e-3);
             }
         }
     }
+}
+
+// Why masters: at lr 1e-4 every bf16 update of a weight near 1 is below half its spacing (2^-8).
+BOOST_AUTO_TEST_CASE(adamw_master_weights_keep_updates_bf16_would_round_away) {
+    auto run = [](bool master) {
+        Parameter p("w", Tensor::full({8}, 1.0, DType::bf16));
+        optim::AdamW opt({&p}, {0.9, 0.999, 1e-8, 0.0, master});
+        for (int s = 0; s < 100; ++s) {
+            p.grad = Tensor::full({8}, 1.0, DType::bf16);
+            opt.step(1e-4);
+        }
+        return std::make_pair(p.value.to_vector<double>()[0], master ? opt.master_of(p).to_vector<double>()[0] : 0.0);
+    };
+    Parameter f("w", Tensor::full({8}, 1.0, DType::f32));  // the float32 run the master must equal
+    optim::AdamW of({&f}, {0.9, 0.999, 1e-8, 0.0});
+    for (int s = 0; s < 100; ++s) f.grad = Tensor::full({8}, 1.0), of.step(1e-4);
+    const double want = f.value.to_vector<double>()[0];
+    BOOST_TEST(want < 0.991);  // about 100 x 1e-4 below 1
+    auto [with_master, master_value] = run(true);
+    BOOST_TEST(master_value == want);                                               // bit-exact: the same float32 math
+    BOOST_TEST(with_master == double(float(bf16(float(want)))));                   // the weight is the master's rounding
+    BOOST_TEST(run(false).first == 1.0);                                            // without a master nothing moved
+}
+
+BOOST_AUTO_TEST_CASE(adamw_master_weights_checkpoint_and_refresh) {
+    auto make = [] {
+        std::mt19937 rng(9);
+        return Parameter("w", random_tensor({6, 5}, rng, -1, 1, DType::bf16));
+    };
+    Parameter a = make(), b = make();
+    optim::AdamW oa({&a}), ob({&b});
+    auto grads = [](unsigned s) {
+        std::mt19937 g(s);
+        return random_tensor({6, 5}, g, -1, 1, DType::bf16);
+    };
+    for (unsigned s = 0; s < 3; ++s) a.grad = grads(s), oa.step(1e-3);
+    b.value = a.value.clone();
+    ob.load_state(oa.state_tensors(), "state");
+    BOOST_TEST(ob.master_of(b).to_vector<double>() == oa.master_of(a).to_vector<double>());
+    for (unsigned s = 3; s < 6; ++s) a.grad = grads(s), oa.step(1e-3), b.grad = grads(s), ob.step(1e-3);
+    BOOST_TEST(a.value.to_vector<double>() == b.value.to_vector<double>());
+    BOOST_TEST(oa.master_of(a).to_vector<double>() == ob.master_of(b).to_vector<double>());
+    // State without masters (saved with master_weights off): the master is re-read from the weights.
+    auto state = oa.state_tensors();
+    std::erase_if(state, [](const auto& kv) { return kv.first == "w.master"; });
+    Parameter c = make();
+    c.value = a.value.clone();
+    optim::AdamW oc({&c});
+    oc.load_state(state, "state");
+    BOOST_TEST(oc.master_of(c).to_vector<double>() == a.value.to_vector<double>());
+    // refresh_masters() follows weights changed from outside.
+    c.value.fill_(0.5);
+    oc.refresh_masters();
+    BOOST_TEST(oc.master_of(c).to_vector<double>() == std::vector<double>(30, 0.5));
+    // float32 parameters and master_weights = false keep no master
+    Parameter f("f", Tensor::ones({3}));
+    optim::AdamW of({&f});
+    BOOST_TEST(!of.master_of(f).defined());
+    Parameter d = make();
+    optim::AdamW od({&d}, {0.9, 0.999, 1e-8, 0.0, false});
+    BOOST_TEST(!od.master_of(d).defined());
 }
 
 BOOST_AUTO_TEST_CASE(adamw_hand_worked_first_step) {
@@ -332,7 +398,7 @@ BOOST_AUTO_TEST_CASE(adamw_cuda_matches_cpu, *boost::unit_test::precondition(cud
             std::mt19937 rng(11);
             Tensor init = random_tensor({257, 129}, rng, -1, 1, dt);  // odd sizes: several blocks, ragged end
             Parameter cpu("w", init.clone()), gpu("w", init.to(Device::cuda, dt, true));
-            optim::AdamW oc({&cpu}, {0.9, 0.999, 1e-8, 0.1}), og({&gpu}, {0.9, 0.999, 1e-8, 0.1});
+            optim::AdamW oc({&cpu}, {0.9, 0.999, 1e-8, 0.1}), og({&gpu}, {0.9, 0.999, 1e-8, 0.1});  // bf16: with masters
             PoisonAllocations poison;
             for (unsigned s = 0; s < 4; ++s) {
                 std::mt19937 g(100 + s);
@@ -346,6 +412,8 @@ BOOST_AUTO_TEST_CASE(adamw_cuda_matches_cpu, *boost::unit_test::precondition(cud
             BOOST_TEST((gpu.value.device() == Device::cuda));
             BOOST_TEST(relative_error(gpu.value.to_vector<double>(), cpu.value.to_vector<double>()) < tol);
             auto sc = oc.state_tensors(), sg = og.state_tensors();
+            BOOST_TEST_REQUIRE(sc.size() == sg.size());
+            BOOST_TEST(sc.size() == (dt == DType::bf16 ? 5u : 4u));  // bf16 also saves its master
             for (std::size_t i = 0; i < sc.size(); ++i)
                 BOOST_TEST(relative_error(sg[i].second.to_vector<double>(), sc[i].second.to_vector<double>()) < (dt == DType::f64 ? 1e-12 : 1e-6));
         }

@@ -184,13 +184,50 @@ BOOST_AUTO_TEST_CASE(nan_batch_stops_before_the_optimizer) {
     }
 }
 
+// Mixed precision: bf16 weights with float32 masters, moments, log-probs and losses follow the
+// float32 run of the same initialisation (rounded to bf16) step by step; without masters the
+// small updates are rounded away and the run falls behind.
+BOOST_AUTO_TEST_CASE(bf16_mixed_precision_tracks_float32) {
+    auto pairs = random_pairs(16, 12);
+    auto run = [&](DType dt, bool masters) {
+        Llama m(tiny_llama(), {}, 21, DType::f32);
+        if (dt == DType::bf16)  // the float32 run's initial weights, rounded
+            for (auto& p : m.parameters()) p.value = p.value.to(DType::bf16).to(DType::f32);
+        Llama policy(tiny_llama(), [&](const std::string& name) -> std::optional<Tensor> { return m.store.at(name).value; }, 0, dt);
+        ReferenceLogps r = compute_reference_logps(policy, pairs, 8, dt);
+        TrainingOptions o = options("dpo", 8, 1, dt);
+        o.max_steps = 20;
+        o.learning_rate = 1e-3;
+        o.adamw.master_weights = masters;
+        Trainer<Llama> t(policy, all_params(policy), pairs, r, o);
+        std::vector<double> losses;
+        for (auto& s : t.train().steps) losses.push_back(s["loss"]);
+        BOOST_TEST((policy.parameters().front().value.dtype() == dt));
+        return losses;
+    };
+    auto f32 = run(DType::f32, true), mixed = run(DType::bf16, true), no_master = run(DType::bf16, false);
+    BOOST_REQUIRE_EQUAL(f32.size(), 20u);
+    BOOST_TEST(f32.back() < f32.front() - 0.05);  // it learned
+    double worst = 0, worst_no_master = 0;
+    for (std::size_t i = 0; i < f32.size(); ++i) {
+        worst = std::max(worst, std::abs(mixed[i] - f32[i]) / f32[i]);
+        worst_no_master = std::max(worst_no_master, std::abs(no_master[i] - f32[i]) / f32[i]);
+    }
+    BOOST_TEST_MESSAGE("bf16 vs float32 loss, worst relative difference over 20 steps: " << worst << " with masters, "
+                                                                                      << worst_no_master << " without");
+    BOOST_TEST(worst < 1e-2);
+    BOOST_TEST(worst_no_master > 2 * worst);
+}
+
 // Resuming from a checkpoint reproduces the uninterrupted run's losses bit for bit (CPU).
 BOOST_AUTO_TEST_CASE(resume_is_bit_exact) {
+  for (DType dtype : {DType::f32, DType::bf16}) {  // bf16: the float32 masters come back from the checkpoint
+    BOOST_TEST_CONTEXT(dtype_name(dtype)) {
     auto pairs = random_pairs(12, 7);
     auto out = std::filesystem::temp_directory_path() / "deviant_resume_test";
     std::filesystem::remove_all(out);
-    auto run_options = [] {
-        TrainingOptions o = options("ddpo", 2, 2, DType::f32);
+    auto run_options = [&] {
+        TrainingOptions o = options("ddpo", 2, 2, dtype);
         o.max_steps = 6;  // crosses an epoch boundary (3 steps per epoch)
         o.learning_rate = 1e-3;
         o.adamw.weight_decay = 0.01;
@@ -201,15 +238,15 @@ BOOST_AUTO_TEST_CASE(resume_is_bit_exact) {
     };
     std::vector<double> full;
     {
-        Llama m(tiny_llama(), {}, 8);
-        ReferenceLogps r = compute_reference_logps(m, pairs, 4);
+        Llama m(tiny_llama(), {}, 8, dtype);
+        ReferenceLogps r = compute_reference_logps(m, pairs, 4, dtype);
         Trainer<Llama> t(m, all_params(m), pairs, r, run_options());
         for (auto& s : t.train().steps) full.push_back(s["loss"]);
     }
     ReferenceLogps r;
     try {  // interrupted after 3 steps
-        Llama m(tiny_llama(), {}, 8);
-        r = compute_reference_logps(m, pairs, 4);
+        Llama m(tiny_llama(), {}, 8, dtype);
+        r = compute_reference_logps(m, pairs, 4, dtype);
         TrainingOptions o = run_options();
         Trainer<Llama> t(m, all_params(m), pairs, r, o);
         t.train([&](std::int64_t step, const nlohmann::json& metrics) {
@@ -222,7 +259,7 @@ BOOST_AUTO_TEST_CASE(resume_is_bit_exact) {
     }
     auto latest = train::latest_checkpoint(out);
     BOOST_REQUIRE(latest.has_value());
-    Llama m(tiny_llama(), {}, 99);  // a different initialisation: everything must come from the checkpoint
+    Llama m(tiny_llama(), {}, 99, dtype);  // a different initialisation: everything must come from the checkpoint
     Trainer<Llama> t(m, all_params(m), pairs, r, run_options());
     t.resume(train::load_checkpoint(*latest));
     std::vector<double> resumed;
@@ -230,4 +267,6 @@ BOOST_AUTO_TEST_CASE(resume_is_bit_exact) {
     BOOST_REQUIRE_EQUAL(resumed.size(), 3u);
     for (int i = 0; i < 3; ++i) BOOST_TEST(resumed[i] == full[3 + i]);  // bit-exact
     std::filesystem::remove_all(out);
+    }
+  }
 }

@@ -68,6 +68,10 @@ template <class T> struct compute_type { using type = T; };
 template <> struct compute_type<bf16> { using type = float; };
 template <class T> using compute_t = typename compute_type<T>::type;
 
+// The runtime counterpart: the dtype arithmetic on `t` runs in (float32 for bf16). Mixed-precision
+// code keeps log-probabilities, masks and losses of a bf16 model in this dtype.
+inline DType compute_dtype(DType t) { return t == DType::bf16 ? DType::f32 : t; }
+
 template <class T> inline compute_t<T> load(T v) { return static_cast<compute_t<T>>(v); }
 template <class T, class C> inline T store(C v) { return static_cast<T>(v); }
 template <> inline bf16 store<bf16, float>(float v) { return bf16(v); }

@@ -3,8 +3,8 @@
 // C (M, N) = A (M, K) @ B (K, N) is computed as C^T (N, M) = B^T (N, K) @ A^T (K, M): the operands
 // swap and each row-major matrix is read as its column-major transpose. A column-major (transposed
 // view) operand becomes a transpose flag instead of a copy.
-// Types: float32 with CUBLAS_COMPUTE_32F (TF32 only when asked), bfloat16 in/out with float32
-// accumulation, float64 with CUBLAS_COMPUTE_64F.
+// Types: float32 with CUBLAS_COMPUTE_32F (TF32 only when asked), bfloat16 in with float32
+// accumulation and a bfloat16 or float32 result (c's dtype), float64 with CUBLAS_COMPUTE_64F.
 #pragma once
 #include <cublasLt.h>
 
@@ -107,7 +107,10 @@ void matmul_batched(const TensorRef& a, const TensorRef& b, const TensorRef& c, 
     else detail::make_layout(lt_a, data_type, N, K, lb.ld, batch, b.strides[0]);
     if (la.transposed) detail::make_layout(lt_b, data_type, M, K, la.ld, batch, a.strides[0]);
     else detail::make_layout(lt_b, data_type, K, M, la.ld, batch, a.strides[0]);
-    detail::make_layout(lt_c, data_type, N, M, N, batch, c.strides[0]);
+    if (c.dtype != a.dtype && !(a.dtype == DType::bf16 && c.dtype == DType::f32))
+        ::deviant::fail("matmul: {} operands cannot produce a {} result", dtype_name(a.dtype), dtype_name(c.dtype));
+    const cudaDataType_t out_type = c.dtype == DType::f32 ? CUDA_R_32F : data_type;
+    detail::make_layout(lt_c, out_type, N, M, N, batch, c.strides[0]);
 
     detail::LtPreference pref;
     DEVIANT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref.d));

@@ -5,9 +5,13 @@
 // log-sum-exp per row (max m, sum s of exp(z - m)) is updated chunk after chunk. Backward
 // recomputes each chunk's logits and, with p = exp(z - lse):
 //   dz = dy * (onehot(target) - p),   dhidden = sum over chunks of dz @ W,   dweight = sum of dz^T @ hidden
-// Work runs in the compute type (float32 for float32/bfloat16 — bfloat16 inputs are widened once —
-// and float64 for float64); results take the input dtype. Chunk order is fixed, so results are
-// deterministic and independent of the chunk sizes up to rounding.
+// Work runs in the compute type (float32 for float32/bfloat16, float64 for float64): the running
+// state, the log-probabilities and log-sum-exp it returns (float32 for a bfloat16 model, so the
+// sequence sums and the loss of mixed-precision training stay float32), and the chunk logits. On
+// the CPU bfloat16 inputs are widened once; on CUDA they stay bfloat16 and the chunk products run
+// on tensor cores with float32 results (the logit gradient is rounded to bf16 for the two backward
+// products, as autocast does); hidden/weight gradients take the input dtype. Chunk order is fixed,
+// so results are deterministic and independent of the chunk sizes up to rounding.
 // CPU references are here; the CUDA kernels (softmax / gradient parts) are in kernels/lm_head.cuh.
 #pragma once
 #include <cmath>
@@ -38,7 +42,7 @@ struct LmHeadChunks {
 };
 
 struct TokenLogprobsResult {
-    Tensor logprobs;  // (N,), hidden's dtype
+    Tensor logprobs;  // (N,), compute type (float32 for bf16 hidden)
     Tensor lse;       // (N,) log-sum-exp of each row's logits, compute type (saved for backward)
     Tensor targets;   // (N,) int64 on hidden's device, contiguous
 };
@@ -79,10 +83,16 @@ inline void check_lm_head_args(const char* op, const Tensor& hidden, const Tenso
     DEVIANT_REQUIRE(weight.size(0) > 0, "{}: empty vocabulary (weight {})", op, weight.shape().str());
 }
 
-// x in the compute type, contiguous (a view of x when it already is).
+// x in the compute type, contiguous (a view of x when it already is); bf16 on CUDA stays bf16
+// (the chunk products take bf16 operands and give float32 results there).
+inline bool lm_head_tensor_cores(const Tensor& x) { return x.device() == Device::cuda && x.dtype() == DType::bf16; }
 inline Tensor in_compute_type(const Tensor& x) {
-    DType c = lm_head_compute_dtype(x.dtype());
+    DType c = lm_head_tensor_cores(x) ? DType::bf16 : lm_head_compute_dtype(x.dtype());
     return x.dtype() == c ? x.contiguous() : x.to(x.device(), c);
+}
+// a @ b with a compute-type (float32/float64) result.
+inline Tensor chunk_product(const Tensor& a, const Tensor& b) {
+    return matmul(a, b, a.dtype() == DType::bf16 ? DType::f32 : a.dtype());
 }
 
 // dst (contiguous view) += a @ b. CPU float32/float64: one BLAS call with beta = 1; else a product and an add.
@@ -107,7 +117,7 @@ inline void gemm_accumulate(const Tensor& dst, const Tensor& a, const Tensor& b)
         }
     }
     Tensor d = dst;
-    add_into(d, matmul(a, b));
+    add_into(d, chunk_product(a, b));
 }
 
 // CPU: fold a chunk of logits into the running state (see kernels::lm_head_update).
@@ -155,7 +165,7 @@ inline TokenLogprobsResult token_logprobs(const Tensor& hidden_in, const Tensor&
     const DType ct = detail::lm_head_compute_dtype(hidden_in.dtype());
     TokenLogprobsResult r;
     r.targets = detail::targets_on(op, targets_in, N, V, dev);
-    r.logprobs = Tensor::empty({N}, hidden_in.dtype(), dev);
+    r.logprobs = Tensor::empty({N}, ct, dev);
     r.lse = Tensor::empty({N}, ct, dev);
     if (N == 0) return r;
     const LmHeadChunks chunks = detail::resolve_chunks(chunks_in, N, V, dev);
@@ -168,7 +178,7 @@ inline TokenLogprobsResult token_logprobs(const Tensor& hidden_in, const Tensor&
         Tensor hc = h.narrow(0, r0, R), tc = r.targets.narrow(0, r0, R), sc = state.narrow(0, r0, R);
         for (std::int64_t v0 = 0; v0 < V; v0 += chunks.vocab) {
             const std::int64_t Vc = std::min(chunks.vocab, V - v0);
-            Tensor z = matmul(hc, w.narrow(0, v0, Vc).transpose(0, 1));  // (R, Vc)
+            Tensor z = detail::chunk_product(hc, w.narrow(0, v0, Vc).transpose(0, 1));  // (R, Vc), compute type
             if (dev == Device::cuda) {
                 kernels::lm_head_update(z.ref(), tc.ref(), sc.ref(), R, Vc, v0);
                 continue;
@@ -181,17 +191,19 @@ inline TokenLogprobsResult token_logprobs(const Tensor& hidden_in, const Tensor&
         kernels::lm_head_finish(state.ref(), r.logprobs.ref(), r.lse.ref(), N);
         return r;
     }
-    DEVIANT_DISPATCH_FLOAT(hidden_in.dtype(), T, [&] {
-        using C = compute_t<T>;
+    auto finish = [&](auto tag) {
+        using C = decltype(tag);
         const C* ps = state.data<C>();
-        T* lp = r.logprobs.data<T>();
+        C* lp = r.logprobs.data<C>();
         C* lse = r.lse.data<C>();
         for (std::int64_t n = 0; n < N; ++n) {
             const C m = ps[3 * n], log_s = std::log(ps[3 * n + 1]);
-            lp[n] = store<T>((ps[3 * n + 2] - m) - log_s);  // as log_softmax: (z - m) - log(s)
+            lp[n] = (ps[3 * n + 2] - m) - log_s;  // as log_softmax: (z - m) - log(s)
             lse[n] = m + log_s;
         }
-    });
+    };
+    if (ct == DType::f32) finish(float{});
+    else finish(double{});
     return r;
 }
 
@@ -221,13 +233,14 @@ inline TokenLogprobsGrads token_logprobs_backward(const Tensor& hidden_in, const
             for (std::int64_t v0 = 0; v0 < V; v0 += chunks.vocab) {
                 const std::int64_t Vc = std::min(chunks.vocab, V - v0);
                 Tensor wc = w.narrow(0, v0, Vc);
-                Tensor z = matmul(hc, wc.transpose(0, 1));  // (R, Vc), becomes dz in place
+                Tensor z = detail::chunk_product(hc, wc.transpose(0, 1));  // (R, Vc), compute type; becomes dz in place
                 if (dev == Device::cuda) {
                     kernels::lm_head_logit_grad(z.ref(), tc.ref(), lc.ref(), dc.ref(), R, Vc, v0);
                 } else {
                     if (ct == DType::f32) detail::cpu_lm_head_logit_grad<float>(z, tc, lc, dc, R, Vc, v0);
                     else detail::cpu_lm_head_logit_grad<double>(z, tc, lc, dc, R, Vc, v0);
                 }
+                if (z.dtype() != hc.dtype()) z = z.to(hc.dtype());  // bf16 tensor-core operands
                 if (want_dhidden) detail::gemm_accumulate(dh.narrow(0, r0, R), z, wc);
                 if (want_dweight) detail::gemm_accumulate(dw.narrow(0, v0, Vc), z.transpose(0, 1), hc);
             }

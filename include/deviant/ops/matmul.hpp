@@ -94,8 +94,10 @@ void cpu_gemm(const TensorRef& a, const TensorRef& b, T* c) {
 }
 }  // namespace detail
 
-// a (..., M, K) @ b (K, N) or (..., K, N) -> (..., M, N).
-inline Tensor matmul(const Tensor& a, const Tensor& b) {
+// a (..., M, K) @ b (K, N) or (..., K, N) -> (..., M, N), in a's dtype or, for bfloat16 operands,
+// optionally float32 (`out_dtype`): the float32-accumulated product without rounding it to bf16
+// (what mixed-precision log-softmax and loss code wants from a bf16 tensor-core product).
+inline Tensor matmul(const Tensor& a, const Tensor& b, DType out_dtype) {
     detail::require_float(a, "matmul");
     detail::require_float(b, "matmul");
     DEVIANT_REQUIRE(a.rank() >= 2 && b.rank() >= 2, "matmul: needs matrices, got {} @ {}", a.shape().str(), b.shape().str());
@@ -110,11 +112,15 @@ inline Tensor matmul(const Tensor& a, const Tensor& b) {
         DEVIANT_REQUIRE(same_batch, "matmul: batch dims differ, {} @ {} (b must be (K, N) or share a's batch dims)",
                         a.shape().str(), b.shape().str());
     }
-    if (a.device() == Device::cpu && a.dtype() == DType::bf16)  // OpenBLAS has no bf16 gemm here
-        return matmul(a.to(DType::f32), b.to(DType::f32)).to(DType::bf16);
+    DEVIANT_REQUIRE(out_dtype == a.dtype() || (a.dtype() == DType::bf16 && out_dtype == DType::f32),
+                    "matmul: {} operands cannot produce a {} result", dtype_name(a.dtype()), dtype_name(out_dtype));
+    if (a.device() == Device::cpu && a.dtype() == DType::bf16) {  // OpenBLAS has no bf16 gemm here
+        Tensor wide = matmul(a.to(DType::f32), b.to(DType::f32), DType::f32);
+        return out_dtype == DType::f32 ? wide : wide.to(DType::bf16);
+    }
     Shape out_shape = a.shape();
     out_shape[-1] = N;
-    Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
+    Tensor out = Tensor::empty(out_shape, out_dtype, a.device());
     if (out.numel() == 0) return out;
     if (K == 0) {
         out.fill_(0.0);
@@ -138,6 +144,7 @@ inline Tensor matmul(const Tensor& a, const Tensor& b) {
     else detail::cpu_gemm<double>(ra, rb, out.data<double>());
     return out;
 }
+inline Tensor matmul(const Tensor& a, const Tensor& b) { return matmul(a, b, a.dtype()); }
 
 // x (..., in) @ w^T for w (out, in) -> (..., out); w's transpose is a view, never copied.
 inline Tensor linear(const Tensor& x, const Tensor& w) {

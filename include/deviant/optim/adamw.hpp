@@ -1,11 +1,15 @@
 // deviant/optim/adamw.hpp — AdamW with decoupled weight decay, exactly as torch.optim.AdamW.
 // Why: the trainer updates a model's Parameters (float32, bfloat16 or float64) from their
 // gradients. State (exp_avg m, exp_avg_sq v) is float32 for float32 and bfloat16 parameters
-// (bf16 weights get fp32 moments and fp32 math, rounded to nearest-even on the way back) and
-// float64 for float64 parameters. Each parameter keeps its own step count, so a parameter that
+// and float64 for float64 parameters. Mixed precision: a bfloat16 parameter also gets a float32
+// master copy (AdamWOptions::master_weights, on by default); the update runs on the master and
+// the bf16 weight is its round-to-nearest-even image, so updates far below the weight's bf16
+// spacing (lr 1e-5 on a weight of 0.02 moves it by 1/400 of an ulp) accumulate instead of being
+// rounded away. Without masters the bf16 weight itself is updated in fp32 math and rounded back. Each parameter keeps its own step count, so a parameter that
 // received no gradient in a step is skipped and keeps its bias correction, as in torch.
 // state_tensors()/load_state() move the state in and out of a checkpoint under the names
-// "<param>.exp_avg", "<param>.exp_avg_sq", "<param>.step" and "step" (the optimizer's count).
+// "<param>.exp_avg", "<param>.exp_avg_sq", "<param>.step", "<param>.master" (bf16 parameters
+// with master weights) and "step" (the optimizer's count).
 // CPU loop here; the CUDA kernel (one launch per parameter) is in kernels/adamw.cuh.
 #pragma once
 #include <map>
@@ -20,15 +24,17 @@
 
 namespace deviant::kernels {
 // One AdamW update of a contiguous parameter (f32/bf16 with f32 state, or f64 with f64 state);
-// grad has the parameter's dtype and shape.
+// grad has the parameter's dtype and shape. `master` is undefined (null data) or, for a bf16
+// parameter, its float32 master copy: then the update runs on the master and param = bf16(master).
 DEVIANT_CUDA_LAUNCHER(adamw_step, const TensorRef& param, const TensorRef& grad, const TensorRef& exp_avg,
-                      const TensorRef& exp_avg_sq, const optim::AdamWCoefficients& c)
+                      const TensorRef& exp_avg_sq, const TensorRef& master, const optim::AdamWCoefficients& c)
 }  // namespace deviant::kernels
 
 namespace deviant::optim {
 
 struct AdamWOptions {
     double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+    bool master_weights = true;  // bfloat16 parameters keep a float32 master copy
 };
 
 // The dtype AdamW keeps its moments in for a parameter of dtype `t`.
@@ -56,8 +62,25 @@ public:
                             p->name, p->value.defined() ? p->value.describe() : std::string("an undefined tensor"));
             DType sd = adamw_state_dtype(p->value.dtype());
             slots_.push_back(Slot{p, Tensor::zeros(p->value.shape(), sd, p->value.device()),
-                                  Tensor::zeros(p->value.shape(), sd, p->value.device()), 0});
+                                  Tensor::zeros(p->value.shape(), sd, p->value.device()), 0, initial_master(*p)});
         }
+    }
+
+    // Whether bf16 parameter `p` keeps a float32 master copy under these options.
+    bool keeps_master(const Parameter& p) const { return options_.master_weights && p.value.dtype() == DType::bf16; }
+
+    // Re-reads every master copy from its (bf16) parameter: call after changing weights from outside
+    // the optimizer (loading a checkpoint without optimizer state, merging adapters).
+    void refresh_masters() {
+        for (auto& s : slots_)
+            if (s.master.defined()) s.master = initial_master(*s.param);
+    }
+    // The float32 master copy of parameter `p`, or an undefined tensor when it has none.
+    const Tensor& master_of(const Parameter& p) const {
+        static const Tensor none;
+        for (const auto& s : slots_)
+            if (s.param == &p) return s.master;
+        return none;
     }
 
     const AdamWOptions& options() const { return options_; }
@@ -84,12 +107,15 @@ public:
             if (s.exp_avg.device() != p.value.device()) {  // the parameter moved since the state was made
                 s.exp_avg = s.exp_avg.to(p.value.device());
                 s.exp_avg_sq = s.exp_avg_sq.to(p.value.device());
+                if (s.master.defined()) s.master = s.master.to(p.value.device());
             }
             Tensor g = p.grad.dtype() == p.value.dtype() ? p.grad.contiguous() : p.grad.to(p.value.dtype()).contiguous();
             s.step += 1;
             AdamWCoefficients c = coefficients(lr, s.step);
-            if (p.value.device() == Device::cuda) kernels::adamw_step(p.value.ref(), g.ref(), s.exp_avg.ref(), s.exp_avg_sq.ref(), c);
-            else cpu_step(p.value, g, s.exp_avg, s.exp_avg_sq, c);
+            if (p.value.device() == Device::cuda)
+                kernels::adamw_step(p.value.ref(), g.ref(), s.exp_avg.ref(), s.exp_avg_sq.ref(),
+                                    s.master.defined() ? s.master.ref() : TensorRef{}, c);
+            else cpu_step(p.value, g, s.exp_avg, s.exp_avg_sq, c, s.master.defined() ? &s.master : nullptr);
         }
         steps_ += 1;
     }
@@ -107,13 +133,16 @@ public:
             out.emplace_back(s.param->name + ".exp_avg", s.exp_avg);
             out.emplace_back(s.param->name + ".exp_avg_sq", s.exp_avg_sq);
             out.emplace_back(s.param->name + ".step", Tensor::from(std::vector<std::int64_t>{s.step}, {1}));
+            if (s.master.defined()) out.emplace_back(s.param->name + ".master", s.master);
         }
         out.emplace_back("step", Tensor::from(std::vector<std::int64_t>{steps_}, {1}));
         return out;
     }
 
     // Restores state written by state_tensors(). Every name must be present with the parameter's
-    // shape, and no unknown name may appear; on any error the optimizer is left unchanged.
+    // shape, and no unknown name may appear; on any error the optimizer is left unchanged. A master
+    // copy is optional (state saved without master weights): when absent it is re-read from the
+    // parameter, so load the weights before the optimizer state.
     void load_state(const std::vector<std::pair<std::string, Tensor>>& named, const std::string& where = "optimizer state") {
         std::map<std::string, const Tensor*> by_name;
         for (const auto& [name, t] : named) {
@@ -151,6 +180,14 @@ public:
             s.exp_avg_sq = floating(n + ".exp_avg_sq", shape).to(dev, sd, /*force_copy=*/true);
             s.step = count(n + ".step");
             used.insert({n + ".exp_avg", n + ".exp_avg_sq", n + ".step"});
+            if (s.master.defined()) {
+                if (by_name.count(n + ".master")) {
+                    s.master = floating(n + ".master", shape).to(dev, DType::f32, /*force_copy=*/true);
+                    used.insert(n + ".master");
+                } else {
+                    s.master = initial_master(*s.param);
+                }
+            }
         }
         for (const auto& [name, t] : by_name)
             DEVIANT_REQUIRE(used.count(name), "{}: tensor '{}' names no state of this optimizer (its parameters differ)", where, name);
@@ -165,7 +202,24 @@ public:
     }
 
     // The CPU update (public so tests and the CUDA comparison can name it).
-    static void cpu_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWCoefficients& c) {
+    // With `master` (a float32 tensor for a bf16 parameter) the update runs on the master copy.
+    static void cpu_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWCoefficients& c,
+                         Tensor* master = nullptr) {
+        if (master) {
+            DEVIANT_REQUIRE(param.dtype() == DType::bf16 && master->dtype() == DType::f32 && master->numel() == param.numel(),
+                            "AdamW: a master copy must be float32 for a bfloat16 parameter, got {} for {}", master->describe(),
+                            param.describe());
+            bf16* p = param.data<bf16>();
+            const bf16* g = grad.data<bf16>();
+            float *mw = master->data<float>(), *m = exp_avg.data<float>(), *v = exp_avg_sq.data<float>();
+            const float decay = float(c.decay), w1 = float(c.one_minus_beta1), b2 = float(c.beta2), w2 = float(c.one_minus_beta2),
+                        step = float(c.neg_step_size), bc2 = float(c.bias_correction2_sqrt), eps = float(c.eps);
+            for (std::int64_t i = 0, n = param.numel(); i < n; ++i) {
+                adamw_update<float>(mw[i], load(g[i]), m[i], v[i], decay, w1, b2, w2, step, bc2, eps);
+                p[i] = store<bf16>(mw[i]);
+            }
+            return;
+        }
         DEVIANT_DISPATCH_FLOAT(param.dtype(), T, [&] {
             using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
             T* p = param.data<T>();
@@ -200,7 +254,12 @@ private:
         Parameter* param = nullptr;
         Tensor exp_avg, exp_avg_sq;
         std::int64_t step = 0;
+        Tensor master;  // float32 master copy of a bf16 parameter, or undefined
     };
+
+    Tensor initial_master(const Parameter& p) const {
+        return keeps_master(p) ? p.value.to(p.value.device(), DType::f32, /*force_copy=*/true) : Tensor{};
+    }
 
     static DType stored_dtype(const io::TensorInfo& info) {
         auto d = io::native_dtype(info.stored);

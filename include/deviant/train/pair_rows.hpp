@@ -70,6 +70,7 @@ inline SequenceRows layout_rows(std::span<const data::TokenPair> pairs, const st
                                 const std::vector<std::pair<std::int64_t, std::int64_t>>& placement, std::int64_t R, std::int64_t T,
                                 DType dtype, std::int64_t pad_id) {
     const std::int64_t S = std::int64_t(seqs.size()), B = S / 2;
+    dtype = compute_dtype(dtype);  // masks, counts and weights of a bf16 model stay float32, as its log-probs
     std::vector<std::int64_t> ids(std::size_t(R * T), pad_id), seg(std::size_t(R * T), -1);
     std::vector<std::int64_t> cidx(std::size_t(R * (T - 1)), -1), fidx(cidx.size(), -1);
     std::vector<std::int64_t> next_segment(static_cast<std::size_t>(R), 0);

@@ -282,8 +282,8 @@ private:
         PairLogps lp = pair_logps(tape, model_, rows, opt_.objective_options.orpo_nll_includes_prompt);
         if (!ref.empty()) {
             std::int64_t n = std::int64_t(idx.size());
-            lp.ref_chosen_logp = Tensor::from(rc, {n}, opt_.dtype);
-            lp.ref_rejected_logp = Tensor::from(rr, {n}, opt_.dtype);
+            lp.ref_chosen_logp = Tensor::from(rc, {n}, compute_dtype(opt_.dtype));
+            lp.ref_rejected_logp = Tensor::from(rr, {n}, compute_dtype(opt_.dtype));
         }
         return {lp, tokens};
     }

@@ -8,6 +8,8 @@ Writes optim_expected.json:
                no gradient); the parameters after every step and the final exp_avg / exp_avg_sq /
                per-parameter step. bfloat16 follows the fp32-state rule: each step loads the bf16
                weights into float32, runs torch's AdamW with float32 state, and rounds back to bf16.
+               With "master_weights" (mixed precision) the float32 copy persists between steps
+               (the master) and the bf16 weights are its rounding; "final_master" holds it.
   clip       — torch.nn.utils.clip_grad_norm_ on random gradients: returned norm, gradients after.
   schedules  — transformers' constant/linear/cosine(+min lr) schedules with warmup: the learning
                rate after `step` calls of scheduler.step(), for step = 0..N.
@@ -32,7 +34,7 @@ def values(t):
     return [float(x) for x in t.detach().double().flatten().tolist()]
 
 
-def adamw_case(name, dtype, options, shapes, lrs, no_grad_steps):
+def adamw_case(name, dtype, options, shapes, lrs, no_grad_steps, master_weights=False):
     """no_grad_steps: {step index: parameter index} whose gradient is None in that step."""
     torch_dtype = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     inits = [torch.randn(s, dtype=torch.float64).to(torch_dtype) for s in shapes]
@@ -50,9 +52,10 @@ def adamw_case(name, dtype, options, shapes, lrs, no_grad_steps):
     for k, lr in enumerate(lrs):
         for group in opt.param_groups:
             group["lr"] = lr
-        with torch.no_grad():
-            for w, s in zip(work, stored):
-                w.copy_(s.to(work_dtype))
+        if not master_weights:
+            with torch.no_grad():
+                for w, s in zip(work, stored):
+                    w.copy_(s.to(work_dtype))
         for w, g in zip(work, grads[k]):
             w.grad = None if g is None else g.to(work_dtype).clone()
         opt.step()
@@ -62,15 +65,19 @@ def adamw_case(name, dtype, options, shapes, lrs, no_grad_steps):
     for w in work:
         st = opt.state[w]
         state.append({"exp_avg": values(st["exp_avg"]), "exp_avg_sq": values(st["exp_avg_sq"]), "step": int(st["step"].item())})
-    return {
+    case = {
         "name": name,
         "dtype": dtype,
+        "master_weights": master_weights,
         "options": options,
         "params": [{"name": f"layer.{i}.weight", "shape": list(s), "init": values(p)} for i, (s, p) in enumerate(zip(shapes, inits))],
         "steps": [{"lr": lr, "grads": [None if g is None else values(g) for g in grads[k]]} for k, lr in enumerate(lrs)],
         "after_step": after,
         "final_state": state,
     }
+    if master_weights:
+        case["final_master"] = [values(w) for w in work]
+    return case
 
 
 def clip_case(name, dtype, shapes, max_norm):
@@ -122,6 +129,9 @@ def main():
                        shapes, lrs, {3: 0}),
             adamw_case("bf16 fp32 state", "bfloat16", {"beta1": 0.9, "beta2": 0.99, "eps": 1e-8, "weight_decay": 0.05},
                        shapes, lrs, {}),
+            # lr far below the bf16 spacing of the weights: only a float32 master accumulates the updates
+            adamw_case("bf16 fp32 master", "bfloat16", {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01},
+                       shapes, [1e-4] * 8, {3: 1}, master_weights=True),
         ],
         "clip": [
             clip_case("f64 clipped", "float64", [(4, 5), (7,)], 0.5),
