@@ -6,6 +6,7 @@
 
 #include <random>
 
+#include "op_harness.hpp"
 #include "deviant/models/families.hpp"
 #include "deviant/train/trainer.hpp"
 
@@ -184,16 +185,19 @@ BOOST_AUTO_TEST_CASE(nan_batch_stops_before_the_optimizer) {
     }
 }
 
+namespace {
+
 // Mixed precision: bf16 weights with float32 masters, moments, log-probs and losses follow the
 // float32 run of the same initialisation (rounded to bf16) step by step; without masters the
 // small updates are rounded away and the run falls behind.
-BOOST_AUTO_TEST_CASE(bf16_mixed_precision_tracks_float32) {
+std::vector<double> tracked_run(DType dt, bool masters, Device device = Device::cpu) {
     auto pairs = random_pairs(16, 12);
-    auto run = [&](DType dt, bool masters) {
+    {
         Llama m(tiny_llama(), {}, 21, DType::f32);
         if (dt == DType::bf16)  // the float32 run's initial weights, rounded
             for (auto& p : m.parameters()) p.value = p.value.to(DType::bf16).to(DType::f32);
         Llama policy(tiny_llama(), [&](const std::string& name) -> std::optional<Tensor> { return m.store.at(name).value; }, 0, dt);
+        if (device == Device::cuda) policy.to(device);
         ReferenceLogps r = compute_reference_logps(policy, pairs, 8, dt);
         TrainingOptions o = options("dpo", 8, 1, dt);
         o.max_steps = 20;
@@ -203,20 +207,39 @@ BOOST_AUTO_TEST_CASE(bf16_mixed_precision_tracks_float32) {
         std::vector<double> losses;
         for (auto& s : t.train().steps) losses.push_back(s["loss"]);
         BOOST_TEST((policy.parameters().front().value.dtype() == dt));
+        BOOST_TEST((policy.parameters().front().value.device() == device));
         return losses;
-    };
-    auto f32 = run(DType::f32, true), mixed = run(DType::bf16, true), no_master = run(DType::bf16, false);
+    }
+}
+
+double worst_relative_difference(const std::vector<double>& a, const std::vector<double>& b) {
+    BOOST_REQUIRE_EQUAL(a.size(), b.size());
+    double worst = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]) / std::abs(b[i]));
+    return worst;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(bf16_mixed_precision_tracks_float32) {
+    auto f32 = tracked_run(DType::f32, true), mixed = tracked_run(DType::bf16, true), no_master = tracked_run(DType::bf16, false);
     BOOST_REQUIRE_EQUAL(f32.size(), 20u);
     BOOST_TEST(f32.back() < f32.front() - 0.05);  // it learned
-    double worst = 0, worst_no_master = 0;
-    for (std::size_t i = 0; i < f32.size(); ++i) {
-        worst = std::max(worst, std::abs(mixed[i] - f32[i]) / f32[i]);
-        worst_no_master = std::max(worst_no_master, std::abs(no_master[i] - f32[i]) / f32[i]);
-    }
+    double worst = worst_relative_difference(mixed, f32), worst_no_master = worst_relative_difference(no_master, f32);
     BOOST_TEST_MESSAGE("bf16 vs float32 loss, worst relative difference over 20 steps: " << worst << " with masters, "
                                                                                       << worst_no_master << " without");
     BOOST_TEST(worst < 1e-2);
     BOOST_TEST(worst_no_master > 2 * worst);
+}
+
+// 20 DPO steps on the GPU (float32, and bf16 mixed precision) follow the CPU float32 run.
+BOOST_AUTO_TEST_CASE(cuda_training_tracks_cpu_float32, *boost::unit_test::precondition(testing::cuda_device)) {
+    auto cpu = tracked_run(DType::f32, true);
+    double f32 = worst_relative_difference(tracked_run(DType::f32, true, Device::cuda), cpu);
+    double mixed = worst_relative_difference(tracked_run(DType::bf16, true, Device::cuda), cpu);
+    BOOST_TEST_MESSAGE("CUDA vs CPU float32 loss over 20 DPO steps, worst relative difference: float32 " << f32 << ", bf16 mixed " << mixed);
+    BOOST_TEST(f32 < 1e-4);
+    BOOST_TEST(mixed < 1e-2);
 }
 
 // Resuming from a checkpoint reproduces the uninterrupted run's losses bit for bit (CPU).
