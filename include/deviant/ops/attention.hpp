@@ -103,6 +103,7 @@ inline AttentionOutput causal_attention_forward(const Tensor& q_in, const Tensor
                             m = sc;
                         }
                         C p = std::exp(sc - m);
+                        if (p < std::numeric_limits<C>::min()) continue;  // subnormal: no effect on l or acc, but slow
                         l += p;
                         for (std::int64_t d = 0; d < D; ++d) acc[d] += p * load(vj[d]);
                     }
@@ -170,6 +171,7 @@ inline AttentionGrads causal_attention_backward(const Tensor& q_in, const Tensor
                             dp += gi[d] * load(vj[d]);
                         }
                         C p = std::exp(C(scale) * dot - pl[row]);
+                        if (p < std::numeric_limits<C>::min()) continue;  // subnormal weight: no effect, but slow
                         C ds = p * (dp - delta) * C(scale);
                         C* dkj = dk.data() + kv + j * D;
                         C* dvj = dv.data() + kv + j * D;

@@ -145,10 +145,16 @@ void cpu_lm_head_logit_grad(const Tensor& z, const Tensor& targets, const Tensor
     C* pz = z.data<C>();
     const C *pl = lse.data<C>(), *pd = dy.data<C>();
     const std::int64_t* pt = targets.data<std::int64_t>();
+    // Probabilities below the smallest normal number are flushed to zero: subnormal operands make
+    // x86 matrix products many times slower, and such terms cannot change a float sum of normal values.
+    constexpr C tiny = std::numeric_limits<C>::min();
     for (std::int64_t r = 0; r < rows; ++r) {
         C* zr = pz + r * cols;
         const C l = pl[r], d = pd[r];
-        for (std::int64_t j = 0; j < cols; ++j) zr[j] = -d * std::exp(zr[j] - l);
+        for (std::int64_t j = 0; j < cols; ++j) {
+            const C p = std::exp(zr[j] - l);
+            zr[j] = p < tiny ? C(0) : -d * p;
+        }
         const std::int64_t t = pt[r] - v0;
         if (t >= 0 && t < cols) zr[t] += d;
     }
