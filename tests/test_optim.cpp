@@ -438,3 +438,22 @@ BOOST_AUTO_TEST_CASE(grad_norm_and_clip_cuda_match_cpu, *boost::unit_test::preco
         }
     }
 }
+
+// The batched reduction: more tensors than one launch's table (64), mixed dtypes, empty and tiny ones.
+BOOST_AUTO_TEST_CASE(grad_norm_over_many_tensors_cuda_matches_cpu, *boost::unit_test::precondition(cuda_device)) {
+    std::mt19937 rng(17);
+    std::deque<Parameter> cpu, gpu;
+    const DType dtypes[] = {DType::f32, DType::bf16, DType::f64};
+    for (int i = 0; i < 150; ++i) {
+        const DType dt = dtypes[i % 3];
+        const std::int64_t n = i % 37 == 0 ? 0 : (i % 5 == 0 ? 70000 + i : 1 + i * 13);
+        Tensor g = random_tensor({n}, rng, -1, 1, dt);
+        cpu.emplace_back("p" + std::to_string(i), Tensor::zeros({n}, dt));
+        gpu.emplace_back("p" + std::to_string(i), Tensor::zeros({n}, dt, Device::cuda));
+        cpu.back().grad = g.clone();
+        gpu.back().grad = g.to(Device::cuda);
+    }
+    const double nc = optim::global_grad_norm(pointers(cpu)), nd = optim::global_grad_norm(pointers(gpu));
+    BOOST_TEST(nc > 0);
+    BOOST_TEST(std::abs(nc - nd) <= 1e-12 * nc);
+}

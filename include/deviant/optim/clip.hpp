@@ -2,7 +2,8 @@
 // torch.nn.utils.clip_grad_norm_. Why: preference losses spike on hard pairs; clipping keeps one
 // bad batch from wrecking the weights, and the pre-clip norm is the trainer's health metric.
 // Squares are summed in double on every device (CUDA: a deterministic two-pass block reduction
-// in kernels/grad_norm.cuh). Parameters without a gradient contribute nothing.
+// over all gradients at once in kernels/grad_norm.cuh, one host synchronisation per norm).
+// Parameters without a gradient contribute nothing.
 #pragma once
 #include <cmath>
 #include <set>
@@ -13,6 +14,8 @@
 namespace deviant::kernels {
 // result = sum of x[i]^2 over a contiguous floating tensor, accumulated in double.
 DEVIANT_CUDA_LAUNCHER(sum_of_squares, const TensorRef& x, double& result)
+// result = the sum of squares over `count` contiguous floating tensors (any mix of dtypes), one host sync.
+DEVIANT_CUDA_LAUNCHER(sum_of_squares_many, const TensorRef* xs, std::int64_t count, double& result)
 }  // namespace deviant::kernels
 
 namespace deviant::optim {
@@ -66,13 +69,32 @@ inline void scale_in_place(Tensor& t, double scale) {
         for (std::int64_t i = 0, n = t.numel(); i < n; ++i) p[i] = store<T>(load(p[i]) * C(scale));
     });
 }
+
+// Sum of squares over the gradients of `ps`: CPU ones one by one, CUDA ones in one batched reduction.
+inline double gradient_squares(std::vector<Parameter*>& ps) {
+    double total = 0.0;
+    std::vector<TensorRef> on_cuda;
+    for (Parameter* p : ps) {
+        if (p->grad.device() != Device::cuda) {
+            total += sum_of_squares(p->grad);
+            continue;
+        }
+        if (!p->grad.is_contiguous()) p->grad = p->grad.contiguous();
+        if (p->grad.numel() > 0) on_cuda.push_back(p->grad.ref());
+    }
+    if (!on_cuda.empty()) {
+        double r = 0.0;
+        kernels::sum_of_squares_many(on_cuda.data(), std::int64_t(on_cuda.size()), r);
+        total += r;
+    }
+    return total;
+}
 }  // namespace detail
 
 // sqrt(sum over every gradient element of g^2); 0 when no parameter has a gradient.
 inline double global_grad_norm(const std::vector<Parameter*>& params) {
-    double total = 0.0;
-    for (Parameter* p : detail::with_gradients(params, "global_grad_norm")) total += detail::sum_of_squares(p->grad);
-    return std::sqrt(total);
+    std::vector<Parameter*> ps = detail::with_gradients(params, "global_grad_norm");
+    return std::sqrt(detail::gradient_squares(ps));
 }
 
 // Scales every gradient by max_norm / (norm + 1e-6) when the global norm exceeds max_norm.
@@ -80,9 +102,7 @@ inline double global_grad_norm(const std::vector<Parameter*>& params) {
 inline double clip_grad_norm(const std::vector<Parameter*>& params, double max_norm) {
     DEVIANT_REQUIRE(max_norm > 0 && !std::isnan(max_norm), "clip_grad_norm: max_norm {} must be > 0", max_norm);
     std::vector<Parameter*> ps = detail::with_gradients(params, "clip_grad_norm");
-    double total = 0.0;
-    for (Parameter* p : ps) total += detail::sum_of_squares(p->grad);
-    double norm = std::sqrt(total);
+    double norm = std::sqrt(detail::gradient_squares(ps));
     if (!std::isfinite(norm) || norm <= max_norm) return norm;
     double scale = max_norm / (norm + 1e-6);
     for (Parameter* p : ps) detail::scale_in_place(p->grad, scale);
