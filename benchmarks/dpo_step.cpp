@@ -168,9 +168,14 @@ Result run(const BenchConfig& c, const std::string& objective_name, Device devic
         loss_value = r.loss.value().item();
     };
 
-    double peak_cuda_bytes = 0;
+    // CUDA memory: the peak of live blocks over the run (torch's max_memory_allocated counts the same),
+    // and what the caching allocator holds from the device at the end (live + cached).
+    if (device == Device::cuda) CudaCachingAllocator::instance().reset_peak();
+    double peak_cuda_bytes = 0, reserved_cuda_bytes = 0;
     auto note_memory = [&] {
-        if (device == Device::cuda) peak_cuda_bytes = std::max(peak_cuda_bytes, double(CudaCachingAllocator::instance().allocated_bytes()));
+        if (device != Device::cuda) return;
+        peak_cuda_bytes = double(CudaCachingAllocator::instance().peak_live_bytes());
+        reserved_cuda_bytes = double(CudaCachingAllocator::instance().allocated_bytes());
     };
     for (int i = 0; i < warmup; ++i) step(), note_memory();
     sync(device);
@@ -207,7 +212,8 @@ Result run(const BenchConfig& c, const std::string& objective_name, Device devic
               {"tokens_per_s", double(tokens) / med},
               {"tflops", r.tflops},
               {"peak_mem_gib", device == Device::cpu ? peak_rss_gib() : peak_cuda_bytes / double(1ull << 30)},
-              {"peak_mem_kind", device == Device::cpu ? "process peak RSS" : "caching allocator reserved"},
+              {"peak_mem_kind", device == Device::cpu ? "process peak RSS" : "peak live CUDA blocks"},
+              {"reserved_mem_gib", device == Device::cpu ? 0.0 : reserved_cuda_bytes / double(1ull << 30)},
               {"loss", loss_value}};
     return r;
 }

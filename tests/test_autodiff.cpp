@@ -192,3 +192,25 @@ BOOST_AUTO_TEST_CASE(device_mismatch_errors, *boost::unit_test::precondition(cud
     Tensor m = Tensor::zeros({2, 3}, DType::u8);
     BOOST_TEST(throws_naming([&] { ops::masked_fill(gpu, m, 0.0); }, {"cpu", "cuda"}));
 }
+
+// The caching allocator's counters: live bytes and their peak follow allocations and frees
+// (rounded block sizes), freed blocks stay cached and are reused, reset_peak() restarts the peak.
+BOOST_AUTO_TEST_CASE(cuda_allocator_counts_live_and_peak_bytes, *boost::unit_test::precondition(cuda_device)) {
+    auto& a = CudaCachingAllocator::instance();
+    const std::size_t live0 = a.live_bytes();
+    a.reset_peak();
+    BOOST_TEST(a.peak_live_bytes() == live0);
+    {
+        Tensor x = Tensor::zeros({1 << 20}, DType::f32, Device::cuda);  // 4 MiB
+        BOOST_TEST(a.live_bytes() == live0 + (4u << 20));
+        Tensor y = Tensor::zeros({1 << 19}, DType::f32, Device::cuda);  // 2 MiB
+        BOOST_TEST(a.peak_live_bytes() == live0 + (6u << 20));
+    }
+    BOOST_TEST(a.live_bytes() == live0);
+    BOOST_TEST(a.peak_live_bytes() == live0 + (6u << 20));
+    const std::size_t held = a.allocated_bytes();
+    { Tensor z = Tensor::zeros({1 << 20}, DType::f32, Device::cuda); }  // served from the cache
+    BOOST_TEST(a.allocated_bytes() == held);
+    a.reset_peak();
+    BOOST_TEST(a.peak_live_bytes() == live0);
+}

@@ -52,6 +52,7 @@ public:
                 void* p = it->second;
                 live_[p] = it->first;
                 cached_bytes_ -= it->first;
+                note_live(it->first);
                 free_.erase(it);
                 return p;
             }
@@ -66,6 +67,7 @@ public:
         std::lock_guard<std::mutex> lock(mu_);
         live_[p] = size;
         allocated_bytes_ += size;
+        note_live(size);
         return p;
     }
     void deallocate(void* p) {
@@ -74,6 +76,7 @@ public:
         if (it == live_.end()) return;
         free_.emplace(it->second, p);
         cached_bytes_ += it->second;
+        live_bytes_ -= it->second;
         live_.erase(it);
     }
     void release_cached() {
@@ -85,8 +88,16 @@ public:
         free_.clear();
         cached_bytes_ = 0;
     }
+    // Bytes held from the device (live blocks plus the cache), and bytes in live blocks (rounded
+    // sizes: torch's max_memory_allocated counts the same way) with their peak since reset_peak().
     std::size_t allocated_bytes() const { return allocated_bytes_; }
     std::size_t cached_bytes() const { return cached_bytes_; }
+    std::size_t live_bytes() const { return live_bytes_; }
+    std::size_t peak_live_bytes() const { return peak_live_bytes_; }
+    void reset_peak() {
+        std::lock_guard<std::mutex> lock(mu_);
+        peak_live_bytes_ = live_bytes_;
+    }
 
 private:
     static std::size_t round(std::size_t b) {
@@ -97,7 +108,11 @@ private:
     std::mutex mu_;
     std::multimap<std::size_t, void*> free_;
     std::map<void*, std::size_t> live_;
-    std::size_t allocated_bytes_ = 0, cached_bytes_ = 0;
+    void note_live(std::size_t size) {
+        live_bytes_ += size;
+        if (live_bytes_ > peak_live_bytes_) peak_live_bytes_ = live_bytes_;
+    }
+    std::size_t allocated_bytes_ = 0, cached_bytes_ = 0, live_bytes_ = 0, peak_live_bytes_ = 0;
 };
 
 // One block of tensor memory on one device; freed (or returned to the cache) on destruction.
