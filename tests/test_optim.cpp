@@ -457,3 +457,43 @@ BOOST_AUTO_TEST_CASE(grad_norm_over_many_tensors_cuda_matches_cpu, *boost::unit_
     BOOST_TEST(nc > 0);
     BOOST_TEST(std::abs(nc - nd) <= 1e-12 * nc);
 }
+
+// The multi-tensor update: more parameters than one launch's table (36), f32 and bf16 (with and
+// without masters), a parameter without a gradient, odd sizes; CUDA against the CPU loop.
+BOOST_AUTO_TEST_CASE(adamw_many_parameters_cuda_matches_cpu, *boost::unit_test::precondition(cuda_device)) {
+    for (bool masters : {true, false}) {
+        BOOST_TEST_CONTEXT("master weights " << masters) {
+            std::mt19937 rng(23);
+            std::deque<Parameter> cpu, gpu;
+            for (int i = 0; i < 80; ++i) {
+                const DType dt = i % 2 ? DType::bf16 : DType::f32;
+                Tensor init = random_tensor({1 + i * 97}, rng, -1, 1, dt);
+                cpu.emplace_back("p" + std::to_string(i), init.clone());
+                gpu.emplace_back("p" + std::to_string(i), init.to(Device::cuda, dt, true));
+            }
+            optim::AdamW oc(pointers(cpu), {0.9, 0.999, 1e-8, 0.05, masters}), og(pointers(gpu), {0.9, 0.999, 1e-8, 0.05, masters});
+            PoisonAllocations poison;
+            for (unsigned s = 0; s < 3; ++s) {
+                for (std::size_t i = 0; i < cpu.size(); ++i) {
+                    if (i == 7 && s == 1) {  // no gradient this step: skipped on both devices
+                        cpu[i].grad = Tensor(), gpu[i].grad = Tensor();
+                        continue;
+                    }
+                    Tensor g = random_tensor(cpu[i].value.shape(), rng, -1, 1, cpu[i].value.dtype());
+                    cpu[i].grad = g.clone();
+                    gpu[i].grad = g.to(Device::cuda);
+                }
+                oc.step(1e-3);
+                og.step(1e-3);
+            }
+            for (std::size_t i = 0; i < cpu.size(); ++i) {
+                const double tol = cpu[i].value.dtype() == DType::bf16 ? 1e-2 : 1e-6;
+                BOOST_TEST(relative_error(gpu[i].value.to_vector<double>(), cpu[i].value.to_vector<double>()) < tol, "parameter " << i);
+            }
+            auto sc = oc.state_tensors(), sg = og.state_tensors();
+            BOOST_TEST_REQUIRE(sc.size() == sg.size());
+            for (std::size_t i = 0; i < sc.size(); ++i)
+                BOOST_TEST(relative_error(sg[i].second.to_vector<double>(), sc[i].second.to_vector<double>()) < 1e-5, sc[i].first);
+        }
+    }
+}

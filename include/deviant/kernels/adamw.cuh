@@ -2,10 +2,13 @@
 // per parameter, math in the state type (float for f32/bf16 parameters, double for f64), the
 // parameter rounded back to nearest-even for bf16. With a float32 master copy (mixed precision,
 // bf16 parameters) the update runs on the master and the bf16 weight is rewritten from it.
-// The formula is optim/adamw_math.hpp's.
+// adamw_step_many updates many float32-state parameters in one launch. The formula is
+// optim/adamw_math.hpp's.
 #pragma once
 #include "deviant/kernels/common.cuh"
 #include "deviant/optim/adamw_math.hpp"
+
+#include <algorithm>
 
 namespace deviant::kernels {
 
@@ -44,6 +47,66 @@ void adamw_step(const TensorRef& param, const TensorRef& grad, const TensorRef& 
                                                              S(c.neg_step_size), S(c.bias_correction2_sqrt), S(c.eps));
     });
     check_launch("adamw_step");
+}
+
+// Multi-tensor update: up to kTensors float32-state parameters per launch, passed by value; the
+// blocks [block_begin[t], block_begin[t + 1]) stride over tensor t. One launch for ~40 parameters
+// instead of one each (the optimizer step of a small model is launch-bound).
+struct AdamWTable {
+    static constexpr int kTensors = 36;
+    optim::AdamWTensorF32 t[kTensors];
+    int block_begin[kTensors + 1];
+    int count;
+};
+
+__global__ void adamw_step_many_kernel(AdamWTable table) {
+    int k = 0;
+    while (k + 1 < table.count && int(blockIdx.x) >= table.block_begin[k + 1]) ++k;  // uniform per block
+    const optim::AdamWTensorF32& e = table.t[k];
+    const std::int64_t block = std::int64_t(blockIdx.x) - table.block_begin[k];
+    const std::int64_t stride = std::int64_t(table.block_begin[k + 1] - table.block_begin[k]) * blockDim.x;
+    for (std::int64_t i = block * blockDim.x + threadIdx.x; i < e.n; i += stride) {
+        float p, g;
+        if (e.bf16) {
+            p = e.master ? e.master[i] : ld(static_cast<const __nv_bfloat16*>(e.param)[i]);
+            g = ld(static_cast<const __nv_bfloat16*>(e.grad)[i]);
+        } else {
+            p = static_cast<const float*>(e.param)[i];
+            g = static_cast<const float*>(e.grad)[i];
+        }
+        float m = e.exp_avg[i], v = e.exp_avg_sq[i];
+        optim::adamw_update<float>(p, g, m, v, e.decay, e.one_minus_beta1, e.beta2, e.one_minus_beta2, e.neg_step_size,
+                                   e.bias_correction2_sqrt, e.eps);
+        e.exp_avg[i] = m;
+        e.exp_avg_sq[i] = v;
+        if (e.bf16) {
+            if (e.master) e.master[i] = p;
+            static_cast<__nv_bfloat16*>(e.param)[i] = __float2bfloat16(p);
+        } else {
+            static_cast<float*>(e.param)[i] = p;
+        }
+    }
+}
+
+void adamw_step_many(const optim::AdamWTensorF32* tensors, std::int64_t count) {
+    constexpr int threads = 256, max_blocks_per_tensor = 1024;
+    for (std::int64_t i = 0; i < count;) {
+        AdamWTable table{};
+        int blocks = 0;
+        table.count = 0;
+        for (; i < count && table.count < AdamWTable::kTensors; ++i) {
+            const std::int64_t n = tensors[i].n;
+            if (n == 0) continue;
+            table.t[table.count] = tensors[i];
+            table.block_begin[table.count] = blocks;
+            blocks += int(std::min<std::int64_t>((n + threads - 1) / threads, max_blocks_per_tensor));
+            ++table.count;
+        }
+        if (table.count == 0) continue;
+        table.block_begin[table.count] = blocks;
+        adamw_step_many_kernel<<<unsigned(blocks), threads>>>(table);
+        check_launch("adamw_step_many");
+    }
 }
 
 }  // namespace deviant::kernels

@@ -28,6 +28,8 @@ namespace deviant::kernels {
 // parameter, its float32 master copy: then the update runs on the master and param = bf16(master).
 DEVIANT_CUDA_LAUNCHER(adamw_step, const TensorRef& param, const TensorRef& grad, const TensorRef& exp_avg,
                       const TensorRef& exp_avg_sq, const TensorRef& master, const optim::AdamWCoefficients& c)
+// The same update for `count` float32-state parameters (f32, or bf16 with an optional master) in few launches.
+DEVIANT_CUDA_LAUNCHER(adamw_step_many, const optim::AdamWTensorF32* tensors, std::int64_t count)
 }  // namespace deviant::kernels
 
 namespace deviant::optim {
@@ -96,6 +98,8 @@ public:
     // One update with learning rate `lr`; parameters without a gradient are skipped.
     void step(double lr) {
         DEVIANT_REQUIRE(std::isfinite(lr) && lr >= 0, "AdamW: learning rate {} must be finite and >= 0", lr);
+        std::vector<AdamWTensorF32> batch;  // CUDA float32-state parameters: one multi-tensor update
+        std::vector<Tensor> keep;
         for (auto& s : slots_) {
             Parameter& p = *s.param;
             if (!p.grad.defined()) continue;
@@ -112,11 +116,16 @@ public:
             Tensor g = p.grad.dtype() == p.value.dtype() ? p.grad.contiguous() : p.grad.to(p.value.dtype()).contiguous();
             s.step += 1;
             AdamWCoefficients c = coefficients(lr, s.step);
-            if (p.value.device() == Device::cuda)
-                kernels::adamw_step(p.value.ref(), g.ref(), s.exp_avg.ref(), s.exp_avg_sq.ref(),
-                                    s.master.defined() ? s.master.ref() : TensorRef{}, c);
-            else cpu_step(p.value, g, s.exp_avg, s.exp_avg_sq, c, s.master.defined() ? &s.master : nullptr);
+            if (p.value.device() == Device::cuda && p.value.dtype() != DType::f64) {
+                batch.push_back(table_entry(s, g, c));
+                keep.push_back(std::move(g));  // a converted gradient lives until the launch
+            } else if (p.value.device() == Device::cuda) {
+                kernels::adamw_step(p.value.ref(), g.ref(), s.exp_avg.ref(), s.exp_avg_sq.ref(), TensorRef{}, c);
+            } else {
+                cpu_step(p.value, g, s.exp_avg, s.exp_avg_sq, c, s.master.defined() ? &s.master : nullptr);
+            }
         }
+        if (!batch.empty()) kernels::adamw_step_many(batch.data(), std::int64_t(batch.size()));
         steps_ += 1;
     }
 
@@ -256,6 +265,21 @@ private:
         std::int64_t step = 0;
         Tensor master;  // float32 master copy of a bf16 parameter, or undefined
     };
+
+    static AdamWTensorF32 table_entry(Slot& s, const Tensor& g, const AdamWCoefficients& c) {
+        AdamWTensorF32 e;
+        e.param = s.param->value.raw_data();
+        e.grad = g.raw_data();
+        e.exp_avg = s.exp_avg.data<float>();
+        e.exp_avg_sq = s.exp_avg_sq.data<float>();
+        e.master = s.master.defined() ? s.master.data<float>() : nullptr;
+        e.n = s.param->value.numel();
+        e.bf16 = s.param->value.dtype() == DType::bf16;
+        e.decay = float(c.decay), e.one_minus_beta1 = float(c.one_minus_beta1), e.beta2 = float(c.beta2);
+        e.one_minus_beta2 = float(c.one_minus_beta2), e.neg_step_size = float(c.neg_step_size);
+        e.bias_correction2_sqrt = float(c.bias_correction2_sqrt), e.eps = float(c.eps);
+        return e;
+    }
 
     Tensor initial_master(const Parameter& p) const {
         return keeps_master(p) ? p.value.to(p.value.device(), DType::f32, /*force_copy=*/true) : Tensor{};

@@ -5,6 +5,7 @@
 // p += (-lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps).
 #pragma once
 #include <cmath>
+#include <cstdint>
 
 #include "deviant/core/hd.hpp"
 
@@ -19,6 +20,21 @@ struct AdamWCoefficients {
     double neg_step_size = 0.0;          // -lr / (1 - beta1^t)
     double bias_correction2_sqrt = 1.0;  // sqrt(1 - beta2^t)
     double eps = 1e-8;
+};
+
+// One float32-state parameter for the multi-tensor CUDA update (kernels/adamw.cuh): float32 or
+// bfloat16 weights and gradients (bf16: `master` is its float32 master copy, or null), float32
+// moments, and the scalars of its update (each parameter keeps its own step count).
+struct AdamWTensorF32 {
+    void* param = nullptr;
+    const void* grad = nullptr;
+    float* exp_avg = nullptr;
+    float* exp_avg_sq = nullptr;
+    float* master = nullptr;
+    std::int64_t n = 0;
+    int bf16 = 0;  // weights and gradient stored as bfloat16
+    float decay = 1, one_minus_beta1 = 0.1f, beta2 = 0.999f, one_minus_beta2 = 0.001f, neg_step_size = 0,
+          bias_correction2_sqrt = 1, eps = 1e-8f;
 };
 
 // One element: parameter p, gradient g, moments m and v, all in the compute type C.
