@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/gpu-check.sh — the project's GPU checks in one command, on a CUDA machine.
-# Runs the prebuilt binaries of gpu-bundle/ (scripts/gpu-bundle.sh, carried to the machine) or,
-# without a bundle, builds build-gpu/ with CMake first (that needs scripts/install-deps.sh's
+# Runs the prebuilt binaries of gpu-bundle.tar.xz (scripts/gpu-bundle.sh, carried to the machine)
+# or, without a bundle, builds build-gpu/ with CMake first (that needs scripts/install-deps.sh's
 # libraries on the machine). Each step has its own time limit, so a hang still leaves a summary.
 #   card      nvidia-smi: the card, driver and memory the numbers belong to
 #   test      ctest: every CPU-vs-CUDA table, 20 CUDA DPO steps against the CPU float32 run, the
@@ -27,6 +27,10 @@ elapsed() { echo "$(( $(date +%s) - t0 )) s"; }
 note "# GPU check ($(date -u +%Y-%m-%dT%H:%MZ))"
 note "card: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
 
+if [ -f gpu-bundle.tar.xz ] && [ ! -d gpu-bundle ]; then
+  tar -xJf gpu-bundle.tar.xz 2>/dev/null ||
+    python3 -c "import tarfile; tarfile.open('gpu-bundle.tar.xz').extractall()" || { note "cannot unpack gpu-bundle.tar.xz"; exit 1; }
+fi
 if [ -f gpu-bundle/source-root ]; then
   # The binaries and CTest files name the absolute paths they were built under: make them resolve here.
   src=$(cat gpu-bundle/source-root)

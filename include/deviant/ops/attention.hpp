@@ -9,8 +9,11 @@
 // recomputes p = exp(scale q.k - lse) key by key:
 //   delta_i = dout_i . out_i,  ds_ij = p_ij (dout_i . v_j - delta_i),
 //   dq_i = scale sum_j ds_ij k_j,  dk_j = scale sum_i ds_ij q_i,  dv_j = sum_i p_ij dout_i
-// (dk, dv summed over the query heads of a group). CPU reference loops are here; the CUDA
-// kernels (deterministic, no atomics) are in kernels/attention.cuh.
+// (dk, dv summed over the query heads of a group). The CPU reference is here: per (b, h) and per
+// block of 64 query rows it forms that block's scores against the keys before its end with one
+// BLAS product, masks and normalises them, and applies them with another (backward: five products
+// per block), so the (T, T) matrix is never held either, only a (64, T) block. The CUDA kernels
+// (deterministic, no atomics) are in kernels/attention.cuh.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -18,6 +21,7 @@
 #include <vector>
 
 #include "deviant/ops/elementwise.hpp"
+#include "deviant/ops/matmul.hpp"
 
 namespace deviant::kernels {
 // q, out (B, H, T, D), k, v (B, Hkv, T, D) contiguous, same floating dtype; segments (B, T) int64
@@ -35,6 +39,44 @@ namespace deviant::ops {
 
 namespace detail {
 inline DType attention_lse_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }
+
+// Query rows per block of the CPU reference: its scores are one (64, T) matrix.
+inline constexpr std::int64_t attention_block = 64;
+
+// BLAS wants leading dimensions of at least 1, also for empty (head size 0) operands.
+inline int blas_ld(std::int64_t ld) { return blas_int(std::max<std::int64_t>(ld, 1), "leading dimension"); }
+
+// Row-major C (M, N) = alpha op(A) op(B) + beta C through OpenBLAS (float32 or float64).
+template <class C>
+void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, C alpha, const C* A, std::int64_t lda, const C* B,
+          std::int64_t ldb, C beta, C* out, std::int64_t ldc) {
+    if (M == 0 || N == 0) return;
+    const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
+    const int m = blas_int(M, "M"), n = blas_int(N, "N"), k = blas_int(K, "K");
+    if constexpr (std::is_same_v<C, float>)
+        cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, A, blas_ld(lda), B, blas_ld(ldb), beta, out, blas_ld(ldc));
+    else
+        cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, A, blas_ld(lda), B, blas_ld(ldb), beta, out, blas_ld(ldc));
+}
+
+// A contiguous CPU tensor as a compute-type array: the tensor's own memory when it already is
+// (float32, float64), a widened copy for bfloat16.
+template <class T>
+struct ComputeCopy {
+    using C = compute_t<T>;
+    std::vector<C> wide;
+    const C* p = nullptr;
+    explicit ComputeCopy(const Tensor& t) {
+        if constexpr (std::is_same_v<T, C>) {
+            p = t.template data<C>();
+        } else {
+            const T* src = t.template data<T>();
+            wide.resize(static_cast<std::size_t>(t.numel()));
+            for (std::size_t n = 0; n < wide.size(); ++n) wide[n] = load(src[n]);
+            p = wide.data();
+        }
+    }
+};
 
 inline void check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& segments) {
     require_float(q, "causal_attention");
@@ -77,41 +119,40 @@ inline AttentionOutput causal_attention_forward(const Tensor& q_in, const Tensor
     const std::int64_t* s = seg.data<std::int64_t>();
     DEVIANT_DISPATCH_FLOAT(q.dtype(), T_, [&] {
         using C = compute_t<T_>;
-        const T_ *pq = q.data<T_>(), *pk = k.data<T_>(), *pv = v.data<T_>();
-        T_* po = r.out.data<T_>();
-        C* pl = r.lse.data<C>();
-        std::vector<C> qi(static_cast<std::size_t>(D)), acc(static_cast<std::size_t>(D));
+        const detail::ComputeCopy<T_> cq(q), ck(k), cv(v);
+        std::vector<C> out(static_cast<std::size_t>(q.numel()));
+        C* pl = r.lse.template data<C>();
+        std::vector<C> S(static_cast<std::size_t>(detail::attention_block * T));
         for (std::int64_t b = 0; b < B; ++b)
             for (std::int64_t h = 0; h < H; ++h) {
-                std::int64_t kv = (b * Hkv + h / group) * T * D;
-                for (std::int64_t i = 0; i < T; ++i) {
-                    std::int64_t row = (b * H + h) * T + i;
-                    for (std::int64_t d = 0; d < D; ++d) qi[d] = load(pq[row * D + d]);
-                    std::fill(acc.begin(), acc.end(), C(0));
-                    C m = -std::numeric_limits<C>::infinity(), l = C(0);
-                    for (std::int64_t j = 0; j <= i; ++j) {  // online softmax: rescale when the maximum grows
-                        if (s[b * T + j] != s[b * T + i]) continue;
-                        const T_* kj = pk + kv + j * D;
-                        const T_* vj = pv + kv + j * D;
-                        C dot = C(0);
-                        for (std::int64_t d = 0; d < D; ++d) dot += qi[d] * load(kj[d]);
-                        C sc = C(scale) * dot;
-                        if (sc > m) {
-                            C corr = std::exp(m - sc);  // 0 on the first key
-                            l *= corr;
-                            for (auto& a : acc) a *= corr;
-                            m = sc;
+                const std::int64_t kv = (b * Hkv + h / group) * T * D, qo = (b * H + h) * T * D;
+                for (std::int64_t i0 = 0; i0 < T; i0 += detail::attention_block) {
+                    const std::int64_t rows = std::min(detail::attention_block, T - i0), keys = i0 + rows;
+                    // S (rows, keys) = scale * Q_blk K[:keys]^T, then masked, exponentiated and normalised row by row
+                    detail::gemm<C>(false, true, rows, keys, D, C(scale), cq.p + qo + i0 * D, D, ck.p + kv, D, C(0), S.data(), keys);
+                    for (std::int64_t r0 = 0; r0 < rows; ++r0) {
+                        const std::int64_t i = i0 + r0;
+                        C* sr = S.data() + r0 * keys;
+                        C m = -std::numeric_limits<C>::infinity();
+                        for (std::int64_t j = 0; j <= i; ++j)
+                            if (s[b * T + j] == s[b * T + i]) m = std::max(m, sr[j]);
+                        C l = C(0);
+                        for (std::int64_t j = 0; j < keys; ++j) {
+                            C p = j <= i && s[b * T + j] == s[b * T + i] ? std::exp(sr[j] - m) : C(0);
+                            if (p < std::numeric_limits<C>::min()) p = C(0);  // subnormal: no effect on the sums, but slow
+                            sr[j] = p;
+                            l += p;
                         }
-                        C p = std::exp(sc - m);
-                        if (p < std::numeric_limits<C>::min()) continue;  // subnormal: no effect on l or acc, but slow
-                        l += p;
-                        for (std::int64_t d = 0; d < D; ++d) acc[d] += p * load(vj[d]);
+                        const C inv = C(1) / l;  // l >= 1: the diagonal is always allowed
+                        for (std::int64_t j = 0; j <= i; ++j) sr[j] *= inv;
+                        pl[(b * H + h) * T + i] = m + std::log(l);
                     }
-                    C inv = C(1) / l;  // l >= 1: the diagonal is always allowed
-                    for (std::int64_t d = 0; d < D; ++d) po[row * D + d] = store<T_>(acc[d] * inv);
-                    pl[row] = m + std::log(l);
+                    // O_blk = P V[:keys]
+                    detail::gemm<C>(false, false, rows, D, keys, C(1), S.data(), keys, cv.p + kv, D, C(0), out.data() + qo + i0 * D, D);
                 }
             }
+        T_* po = r.out.template data<T_>();
+        for (std::size_t n = 0; n < out.size(); ++n) po[n] = store<T_>(out[n]);
     });
     return r;
 }
@@ -144,47 +185,50 @@ inline AttentionGrads causal_attention_backward(const Tensor& q_in, const Tensor
     const std::int64_t* s = seg.data<std::int64_t>();
     DEVIANT_DISPATCH_FLOAT(q.dtype(), T_, [&] {
         using C = compute_t<T_>;
-        const T_ *pq = q.data<T_>(), *pk = k.data<T_>(), *pv = v.data<T_>(), *po = out.data<T_>(), *pg = dout.data<T_>();
-        const C* pl = lse.data<C>();
+        const detail::ComputeCopy<T_> cq(q), ck(k), cv(v), co(out), cg(dout);
+        const C* pl = lse.template data<C>();
         // Accumulate in the compute type, store once at the end.
         std::vector<C> dq(std::size_t(q.numel()), C(0)), dk(std::size_t(k.numel()), C(0)), dv(std::size_t(v.numel()), C(0));
-        std::vector<C> qi(static_cast<std::size_t>(D)), gi(static_cast<std::size_t>(D));
+        std::vector<C> P(static_cast<std::size_t>(detail::attention_block * T)), dS(P.size()), delta(static_cast<std::size_t>(T));
         for (std::int64_t b = 0; b < B; ++b)
             for (std::int64_t h = 0; h < H; ++h) {
-                std::int64_t kv = (b * Hkv + h / group) * T * D;
-                for (std::int64_t i = 0; i < T; ++i) {
-                    std::int64_t row = (b * H + h) * T + i;
-                    C delta = C(0);
-                    for (std::int64_t d = 0; d < D; ++d) {
-                        qi[d] = load(pq[row * D + d]);
-                        gi[d] = load(pg[row * D + d]);
-                        delta += gi[d] * load(po[row * D + d]);
-                    }
-                    C* dqi = dq.data() + row * D;
-                    for (std::int64_t j = 0; j <= i; ++j) {
-                        if (s[b * T + j] != s[b * T + i]) continue;
-                        const T_* kj = pk + kv + j * D;
-                        const T_* vj = pv + kv + j * D;
-                        C dot = C(0), dp = C(0);
-                        for (std::int64_t d = 0; d < D; ++d) {
-                            dot += qi[d] * load(kj[d]);
-                            dp += gi[d] * load(vj[d]);
-                        }
-                        C p = std::exp(C(scale) * dot - pl[row]);
-                        if (p < std::numeric_limits<C>::min()) continue;  // subnormal weight: no effect, but slow
-                        C ds = p * (dp - delta) * C(scale);
-                        C* dkj = dk.data() + kv + j * D;
-                        C* dvj = dv.data() + kv + j * D;
-                        for (std::int64_t d = 0; d < D; ++d) {
-                            dqi[d] += ds * load(kj[d]);
-                            dkj[d] += ds * qi[d];
-                            dvj[d] += p * gi[d];
+                const std::int64_t kv = (b * Hkv + h / group) * T * D, qo = (b * H + h) * T * D;
+                for (std::int64_t i = 0; i < T; ++i) {  // delta_i = dout_i . out_i
+                    C acc = C(0);
+                    for (std::int64_t d = 0; d < D; ++d) acc += cg.p[qo + i * D + d] * co.p[qo + i * D + d];
+                    delta[std::size_t(i)] = acc;
+                }
+                for (std::int64_t i0 = 0; i0 < T; i0 += detail::attention_block) {
+                    const std::int64_t rows = std::min(detail::attention_block, T - i0), keys = i0 + rows;
+                    const C* q_blk = cq.p + qo + i0 * D;
+                    const C* g_blk = cg.p + qo + i0 * D;
+                    // P = exp(scale Q_blk K^T - lse) on the allowed keys, 0 elsewhere
+                    detail::gemm<C>(false, true, rows, keys, D, C(scale), q_blk, D, ck.p + kv, D, C(0), P.data(), keys);
+                    for (std::int64_t r0 = 0; r0 < rows; ++r0) {
+                        const std::int64_t i = i0 + r0;
+                        const C li = pl[(b * H + h) * T + i];
+                        C* pr = P.data() + r0 * keys;
+                        for (std::int64_t j = 0; j < keys; ++j) {
+                            C p = j <= i && s[b * T + j] == s[b * T + i] ? std::exp(pr[j] - li) : C(0);
+                            pr[j] = p < std::numeric_limits<C>::min() ? C(0) : p;  // subnormal: no effect, but slow
                         }
                     }
+                    // dV[:keys] += P^T dO_blk;  dP = dO_blk V[:keys]^T
+                    detail::gemm<C>(true, false, keys, D, rows, C(1), P.data(), keys, g_blk, D, C(1), dv.data() + kv, D);
+                    detail::gemm<C>(false, true, rows, keys, D, C(1), g_blk, D, cv.p + kv, D, C(0), dS.data(), keys);
+                    for (std::int64_t r0 = 0; r0 < rows; ++r0) {  // dS = P (dP - delta) scale
+                        const C di = delta[std::size_t(i0 + r0)];
+                        C* dr = dS.data() + r0 * keys;
+                        const C* pr = P.data() + r0 * keys;
+                        for (std::int64_t j = 0; j < keys; ++j) dr[j] = pr[j] * (dr[j] - di) * C(scale);
+                    }
+                    // dQ_blk = dS K[:keys];  dK[:keys] += dS^T Q_blk
+                    detail::gemm<C>(false, false, rows, D, keys, C(1), dS.data(), keys, ck.p + kv, D, C(0), dq.data() + qo + i0 * D, D);
+                    detail::gemm<C>(true, false, keys, D, rows, C(1), dS.data(), keys, q_blk, D, C(1), dk.data() + kv, D);
                 }
             }
         auto put = [](const std::vector<C>& src, Tensor& dst) {
-            T_* p = dst.data<T_>();
+            T_* p = dst.template data<T_>();
             for (std::size_t n = 0; n < src.size(); ++n) p[n] = store<T_>(src[n]);
         };
         put(dq, g.dq);
