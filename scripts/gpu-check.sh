@@ -51,8 +51,9 @@ if [ "$what" = all ] || [ "$what" = test ]; then
   grep -E 'Failed|\*\*\*Timeout|Not Run' "$out/ctest.log" | grep -v '^ *0 ' | head -20 | tee -a "$summary"
   grep -hE 'worst relative difference' "$out/ctest.log" | head -4 | tee -a "$summary"
   : > "$out/sanitizer.log"
+  sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   for t in test_ops_fused test_ops_attention test_ops_elementwise test_ops_index test_ops_reduce test_ops_matmul test_optim test_trainer; do
-    timeout 60 compute-sanitizer --tool memcheck --error-exitcode 99 "build-gpu/tests/$t" --run_test='*cuda*' >> "$out/sanitizer.log" 2>&1
+    timeout 60 "$sanitizer" --tool memcheck --error-exitcode 99 "build-gpu/tests/$t" --run_test='*cuda*' >> "$out/sanitizer.log" 2>&1
     rc=$?
     note "compute-sanitizer memcheck $t: $([ $rc = 0 ] && echo clean || echo "exit $rc")"
   done
