@@ -31,13 +31,15 @@ template <class T> struct compute_of { using type = T; };
 template <> struct compute_of<__nv_bfloat16> { using type = float; };
 template <class T> using compute_of_t = typename compute_of<T>::type;
 
-__device__ __forceinline__ float ld(float v) { return v; }
-__device__ __forceinline__ double ld(double v) { return v; }
-__device__ __forceinline__ float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ std::int64_t ld(std::int64_t v) { return v; }
-__device__ __forceinline__ std::uint8_t ld(std::uint8_t v) { return v; }
+// Load / store converters. __host__ too: launchers convert fill values on the host (a __device__-only
+// function called from host code through a generic lambda compiles, and exits the process at run time).
+__host__ __device__ __forceinline__ float ld(float v) { return v; }
+__host__ __device__ __forceinline__ double ld(double v) { return v; }
+__host__ __device__ __forceinline__ float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
+__host__ __device__ __forceinline__ std::int64_t ld(std::int64_t v) { return v; }
+__host__ __device__ __forceinline__ std::uint8_t ld(std::uint8_t v) { return v; }
 
-template <class T, class C> __device__ __forceinline__ T st(C v) {
+template <class T, class C> __host__ __device__ __forceinline__ T st(C v) {
     if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16(float(v));
     else return T(v);
 }

@@ -9,6 +9,7 @@
 #pragma once
 #include <cublasLt.h>
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -116,14 +117,14 @@ struct LtPlan {
 // it grows past 4096 entries.
 struct LtPlanCache {
     std::mutex mutex;
-    std::unordered_map<LtPlanKey, std::unique_ptr<LtPlan>, LtPlanKeyHash> plans;
+    std::unordered_map<LtPlanKey, std::shared_ptr<const LtPlan>, LtPlanKeyHash> plans;  // shared: a plan in use survives a clear
 };
 inline LtPlanCache& lt_plan_cache() {
     static LtPlanCache* cache = new LtPlanCache();  // lives for the process, like the handle
     return *cache;
 }
 
-inline std::unique_ptr<LtPlan> make_plan(const LtPlanKey& k, DType a_dtype, DType c_dtype) {
+inline std::shared_ptr<const LtPlan> make_plan(const LtPlanKey& k, DType a_dtype, DType c_dtype) {
     cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
     cudaDataType_t scale_type = CUDA_R_32F, data_type = CUDA_R_32F;
     switch (a_dtype) {
@@ -135,7 +136,7 @@ inline std::unique_ptr<LtPlan> make_plan(const LtPlanKey& k, DType a_dtype, DTyp
     if (c_dtype != a_dtype && !(a_dtype == DType::bf16 && c_dtype == DType::f32))
         ::deviant::fail("matmul: {} operands cannot produce a {} result", dtype_name(a_dtype), dtype_name(c_dtype));
     const cudaDataType_t out_type = c_dtype == DType::f32 ? CUDA_R_32F : data_type;
-    auto plan = std::make_unique<LtPlan>();
+    auto plan = std::make_shared<LtPlan>();
     plan->scale_double = scale_type == CUDA_R_64F;
 
     // cuBLASLt's A is our b, its B is our a; both read column-major.
@@ -190,11 +191,19 @@ void matmul_batched(const TensorRef& a, const TensorRef& b, const TensorRef& c, 
     key.ta = la.transposed, key.tb = lb.transposed;
     key.M = M, key.N = N, key.K = K, key.batch = batch, key.lda = la.ld, key.ldb = lb.ld;
     key.stride_a = batch > 1 ? a.strides[0] : 0, key.stride_b = batch > 1 ? b.strides[0] : 0, key.stride_c = batch > 1 ? c.strides[0] : 0;
-    key.align_a = detail::pointer_alignment(a.data), key.align_b = detail::pointer_alignment(b.data);
-    key.align_c = detail::pointer_alignment(c.data);
+    // Every batch's matrix must meet the alignment promised to cuBLASLt, not only the first.
+    auto alignment = [batch](const TensorRef& r) {
+        std::uint32_t al = detail::pointer_alignment(r.data);
+        if (batch > 1) {
+            const auto stride_bytes = std::uintptr_t(r.strides[0]) * std::uintptr_t(dtype_size(r.dtype));
+            al = std::min(al, detail::pointer_alignment(reinterpret_cast<const void*>(stride_bytes == 0 ? 256 : stride_bytes)));
+        }
+        return al;
+    };
+    key.align_a = alignment(a), key.align_b = alignment(b), key.align_c = alignment(c);
 
     detail::LtPlanCache& cache = detail::lt_plan_cache();
-    const detail::LtPlan* plan = nullptr;
+    std::shared_ptr<const detail::LtPlan> plan;
     {
         std::lock_guard<std::mutex> lock(cache.mutex);
         auto it = cache.plans.find(key);
@@ -202,7 +211,7 @@ void matmul_batched(const TensorRef& a, const TensorRef& b, const TensorRef& c, 
             if (cache.plans.size() >= 4096) cache.plans.clear();
             it = cache.plans.emplace(key, detail::make_plan(key, a.dtype, c.dtype)).first;
         }
-        plan = it->second.get();
+        plan = it->second;
     }
     detail::LtContext& ctx = detail::lt_context();
     const float alpha_f = 1.0f, beta_f = 0.0f;
