@@ -154,13 +154,12 @@ Result run(const BenchConfig& c, const std::string& objective_name, Device devic
     double loss_value = 0;
 
     auto step = [&] {
+        // The reference forward first: its values are released before the policy's graph exists.
+        std::pair<Tensor, Tensor> ref_logps;
+        if (reference) ref_logps = reference_logps(*reference, rows);
         Tape tape;
         PairLogps lp = pair_logps(tape, policy, rows);
-        if (reference) {
-            auto [rc, rr] = reference_logps(*reference, rows);
-            lp.ref_chosen_logp = rc;
-            lp.ref_rejected_logp = rr;
-        }
+        if (reference) std::tie(lp.ref_chosen_logp, lp.ref_rejected_logp) = ref_logps;
         ObjectiveResult r = objective(lp);
         tape.backward(r.loss);
         adamw.step(lr);

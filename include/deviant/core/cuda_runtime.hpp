@@ -53,7 +53,11 @@ inline void require_available() {
 inline void* raw_malloc(std::size_t bytes) {
 #ifdef DEVIANT_WITH_CUDA
     void* p = nullptr;
-    DEVIANT_CUDA_CHECK(cudaMalloc(&p, bytes));
+    cudaError_t e = cudaMalloc(&p, bytes);
+    if (e != cudaSuccess) {
+        cudaGetLastError();  // clear the sticky "last error": the caller may free its cache and retry successfully
+        fail("CUDA error {} in cudaMalloc({} bytes)", cudaGetErrorString(e), bytes);
+    }
     return p;
 #else
     (void)bytes;

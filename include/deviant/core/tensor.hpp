@@ -78,10 +78,13 @@ public:
     void* raw_data() const {
         return static_cast<char*>(storage_->data()) + offset_ * std::int64_t(dtype_size(dtype_));
     }
-    // Typed CPU pointer; checks the dtype and device so that a wrong cast is an error, not garbage.
+    // Typed CPU pointer; checks the dtype and device so that a wrong cast or a host loop over device
+    // memory is an error, not garbage or a crash. Kernel launchers take ref() / raw_data() instead.
     template <class T>
     T* data() const {
         DEVIANT_REQUIRE(defined(), "tensor is undefined");
+        DEVIANT_REQUIRE(device() == Device::cpu, "tensor {} is on {}: data<T>() gives host pointers (copy it with .to(Device::cpu))",
+                        describe(), device_name(device()));
         DEVIANT_REQUIRE(dtype_of<T>() == dtype_, "tensor holds {}, accessed as {}", dtype_name(dtype_),
                         dtype_name(dtype_of<T>()));
         return static_cast<T*>(raw_data());

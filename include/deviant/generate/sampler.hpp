@@ -242,7 +242,7 @@ std::vector<std::vector<std::int64_t>> generate(const Model& model, const std::v
             }
             TokenBatch batch{Tensor::from(ids, {B, T}), Tensor::from(segs, {B, T})};
             Tape tape;
-            Tensor logits = model.logits(tape, batch).value();  // (B, T, V)
+            Tensor logits = model.sampling_logits(tape, batch);  // (B, T, V), float32 for bf16 models
             DEVIANT_REQUIRE(logits.rank() == 3 && logits.size(2) == V, "model logits {} do not have the vocabulary size {}", logits.shape().str(), V);
             std::vector<std::size_t> still;
             for (std::int64_t b = 0; b < B; ++b) {

@@ -63,7 +63,7 @@ public:
         Tensor seg = batch.segments.defined() ? batch.segments : Tensor::zeros(batch.ids.shape(), DType::i64);
         DEVIANT_REQUIRE(seg.shape() == batch.ids.shape(), "segment ids {} do not match token ids {}", seg.shape().str(), batch.ids.shape().str());
         Device dev = device();
-        return ForwardContext{config, positions_from_segments(seg).to(dev), causal_segment_mask(seg).to(dev), seg.to(dev)};
+        return ForwardContext{config, positions_from_segments(seg).to(dev), Tensor{}, seg.to(dev)};  // mask built on demand
     }
 
     // Final hidden states (B, T, C).
@@ -77,6 +77,13 @@ public:
     }
     // Logits (B, T, V).
     Var logits(Tape& t, const TokenBatch& batch) const { return linear(hidden(t, batch), t.param(*head_)); }
+    // Logits (B, T, V) for sampling, in the compute type (float32 for a bf16 model: the head's product
+    // is not rounded to bf16, whose spacing near 10 is 0.06). Nothing is recorded for backward.
+    Tensor sampling_logits(Tape& t, const TokenBatch& batch) const {
+        NoGradGuard no_grad;
+        Tensor h = hidden(t, batch).value();
+        return ops::matmul(h, head_->value.transpose(0, 1), compute_dtype(h.dtype()));
+    }
 
     // log p(ids[b, t+1] | ids[b, <=t]) for t < T-1, as (B, T-1).
     Var next_token_logprobs(Tape& t, const TokenBatch& batch) const {

@@ -1,8 +1,9 @@
 // deviant/nn/context.hpp — what every layer's forward receives besides its input: the token
-// positions (B, T), the attention mask (B, 1, T, T) (1 = blocked) built from segment ids and the
-// segment ids (B, T) themselves, so that right-padded and packed rows (several sequences in one
-// row, positions restarting) share one code path: a token attends to earlier tokens of its own
-// segment only.
+// positions (B, T) and the segment ids (B, T), so that right-padded and packed rows (several
+// sequences in one row, positions restarting) share one code path: a token attends to earlier
+// tokens of its own segment only. The equivalent (B, 1, T, T) mask (1 = blocked) is built only
+// when a layer asks for it (attention_mask()): fused attention takes the ids, and building
+// B T^2 bytes on the host every forward would cost more than the layer it serves.
 #pragma once
 #include <algorithm>
 
@@ -14,12 +15,21 @@ namespace deviant {
 using io::ModelConfig;
 
 inline Tensor segments_from_mask(const Tensor& mask);
+inline Tensor causal_segment_mask(const Tensor& segments);
 
 struct ForwardContext {
     const ModelConfig& config;
     Tensor positions;       // (B, T) int64
-    Tensor mask;            // (B, 1, T, T) uint8, 1 where attention is blocked
+    Tensor mask;            // (B, 1, T, T) uint8, 1 where attention is blocked; may be undefined when segments are given
     Tensor segments = {};   // (B, T) int64 segment ids; when undefined, recovered from `mask`
+
+    // The (B, 1, T, T) mask: `mask` when given, otherwise built once from the segment ids (cached)
+    // on their device.
+    const Tensor& attention_mask() const {
+        if (mask.defined()) return mask;
+        if (!built_mask_.defined()) built_mask_ = causal_segment_mask(segments).to(segments.device());
+        return built_mask_;
+    }
 
     // The segment ids attention uses (fused attention takes ids, not the (T, T) mask): `segments`
     // when given, otherwise recovered once from `mask` (and cached) on the mask's device.
@@ -30,6 +40,7 @@ struct ForwardContext {
     }
 
     mutable Tensor recovered_segments_ = {};  // cache of segment_ids(); not part of the interface
+    mutable Tensor built_mask_ = {};          // cache of attention_mask(); not part of the interface
 };
 
 // segments (B, T) int64: tokens with equal ids in a row form one sequence; causal within it.

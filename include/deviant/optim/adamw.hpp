@@ -270,9 +270,9 @@ private:
         AdamWTensorF32 e;
         e.param = s.param->value.raw_data();
         e.grad = g.raw_data();
-        e.exp_avg = s.exp_avg.data<float>();
-        e.exp_avg_sq = s.exp_avg_sq.data<float>();
-        e.master = s.master.defined() ? s.master.data<float>() : nullptr;
+        e.exp_avg = static_cast<float*>(s.exp_avg.raw_data());  // device pointers: not data<T>(), which is host-only
+        e.exp_avg_sq = static_cast<float*>(s.exp_avg_sq.raw_data());
+        e.master = s.master.defined() ? static_cast<float*>(s.master.raw_data()) : nullptr;
         e.n = s.param->value.numel();
         e.bf16 = s.param->value.dtype() == DType::bf16;
         e.decay = float(c.decay), e.one_minus_beta1 = float(c.one_minus_beta1), e.beta2 = float(c.beta2);
