@@ -10,9 +10,11 @@
 //   delta_i = dout_i . out_i,  ds_ij = p_ij (dout_i . v_j - delta_i),
 //   dq_i = scale sum_j ds_ij k_j,  dk_j = scale sum_i ds_ij q_i,  dv_j = sum_i p_ij dout_i
 // (dk, dv summed over the query heads of a group). The CPU reference is here: per (b, h) and per
-// block of 64 query rows it forms that block's scores against the keys before its end with one
-// BLAS product, masks and normalises them, and applies them with another (backward: five products
-// per block), so the (T, T) matrix is never held either, only a (64, T) block. The CUDA kernels
+// block of at most 64 query rows of one segment it forms that block's scores against its
+// segment's keys up to the block's end with one BLAS product, masks and normalises them, and
+// applies them with another (backward: five products per block), so the (T, T) matrix is never
+// held either, only a (64, T) block; blocks start at segment starts, so results do not depend on
+// where a sequence sits in a row (padded and packed rows agree bit for bit). The CUDA kernels
 // (deterministic, no atomics) are in kernels/attention.cuh.
 #pragma once
 #include <algorithm>
@@ -45,6 +47,28 @@ inline constexpr std::int64_t attention_block = 64;
 
 // BLAS wants leading dimensions of at least 1, also for empty (head size 0) operands.
 inline int blas_ld(std::int64_t ld) { return blas_int(std::max<std::int64_t>(ld, 1), "leading dimension"); }
+
+// The CPU reference's work items for one row of segment ids s (T,): query blocks of at most
+// attention_block rows inside one run of equal ids, each with the first key its queries may see
+// (the first occurrence of their id). Blocks start at each run's start, so a sequence is cut the
+// same way wherever it sits in a row: padded and packed layouts give bit-identical results.
+struct AttentionBlock {
+    std::int64_t q0, rows, k0, id;
+};
+inline std::vector<AttentionBlock> attention_blocks(const std::int64_t* s, std::int64_t T) {
+    std::vector<AttentionBlock> out;
+    std::vector<std::pair<std::int64_t, std::int64_t>> first;  // (id, first index), few entries per row
+    for (std::int64_t i = 0; i < T;) {
+        const std::int64_t id = s[i];
+        std::int64_t e = i;
+        while (e < T && s[e] == id) ++e;
+        auto it = std::find_if(first.begin(), first.end(), [&](const auto& f) { return f.first == id; });
+        if (it == first.end()) it = first.insert(first.end(), {id, i});
+        for (std::int64_t q0 = i; q0 < e; q0 += attention_block) out.push_back({q0, std::min(attention_block, e - q0), it->second, id});
+        i = e;
+    }
+    return out;
+}
 
 // Row-major C (M, N) = alpha op(A) op(B) + beta C through OpenBLAS (float32 or float64).
 template <class C>
@@ -123,34 +147,37 @@ inline AttentionOutput causal_attention_forward(const Tensor& q_in, const Tensor
         std::vector<C> out(static_cast<std::size_t>(q.numel()));
         C* pl = r.lse.template data<C>();
         std::vector<C> S(static_cast<std::size_t>(detail::attention_block * T));
-        for (std::int64_t b = 0; b < B; ++b)
+        for (std::int64_t b = 0; b < B; ++b) {
+            const std::int64_t* sb = s + b * T;
+            const std::vector<detail::AttentionBlock> blocks = detail::attention_blocks(sb, T);
             for (std::int64_t h = 0; h < H; ++h) {
                 const std::int64_t kv = (b * Hkv + h / group) * T * D, qo = (b * H + h) * T * D;
-                for (std::int64_t i0 = 0; i0 < T; i0 += detail::attention_block) {
-                    const std::int64_t rows = std::min(detail::attention_block, T - i0), keys = i0 + rows;
-                    // S (rows, keys) = scale * Q_blk K[:keys]^T, then masked, exponentiated and normalised row by row
-                    detail::gemm<C>(false, true, rows, keys, D, C(scale), cq.p + qo + i0 * D, D, ck.p + kv, D, C(0), S.data(), keys);
+                for (const detail::AttentionBlock& blk : blocks) {
+                    const std::int64_t rows = blk.rows, k0 = blk.k0, keys = blk.q0 + rows - k0;
+                    // S (rows, keys) = scale * Q_blk K[k0:]^T, then masked, exponentiated and normalised row by row
+                    detail::gemm<C>(false, true, rows, keys, D, C(scale), cq.p + qo + blk.q0 * D, D, ck.p + kv + k0 * D, D, C(0), S.data(), keys);
                     for (std::int64_t r0 = 0; r0 < rows; ++r0) {
-                        const std::int64_t i = i0 + r0;
+                        const std::int64_t i = blk.q0 + r0, last = i - k0;  // keys k0 .. i, those of the same id
                         C* sr = S.data() + r0 * keys;
                         C m = -std::numeric_limits<C>::infinity();
-                        for (std::int64_t j = 0; j <= i; ++j)
-                            if (s[b * T + j] == s[b * T + i]) m = std::max(m, sr[j]);
+                        for (std::int64_t j = 0; j <= last; ++j)
+                            if (sb[k0 + j] == blk.id) m = std::max(m, sr[j]);
                         C l = C(0);
                         for (std::int64_t j = 0; j < keys; ++j) {
-                            C p = j <= i && s[b * T + j] == s[b * T + i] ? std::exp(sr[j] - m) : C(0);
+                            C p = j <= last && sb[k0 + j] == blk.id ? std::exp(sr[j] - m) : C(0);
                             if (p < std::numeric_limits<C>::min()) p = C(0);  // subnormal: no effect on the sums, but slow
                             sr[j] = p;
                             l += p;
                         }
                         const C inv = C(1) / l;  // l >= 1: the diagonal is always allowed
-                        for (std::int64_t j = 0; j <= i; ++j) sr[j] *= inv;
+                        for (std::int64_t j = 0; j <= last; ++j) sr[j] *= inv;
                         pl[(b * H + h) * T + i] = m + std::log(l);
                     }
-                    // O_blk = P V[:keys]
-                    detail::gemm<C>(false, false, rows, D, keys, C(1), S.data(), keys, cv.p + kv, D, C(0), out.data() + qo + i0 * D, D);
+                    // O_blk = P V[k0:]
+                    detail::gemm<C>(false, false, rows, D, keys, C(1), S.data(), keys, cv.p + kv + k0 * D, D, C(0), out.data() + qo + blk.q0 * D, D);
                 }
             }
+        }
         T_* po = r.out.template data<T_>();
         for (std::size_t n = 0; n < out.size(); ++n) po[n] = store<T_>(out[n]);
     });
@@ -190,7 +217,9 @@ inline AttentionGrads causal_attention_backward(const Tensor& q_in, const Tensor
         // Accumulate in the compute type, store once at the end.
         std::vector<C> dq(std::size_t(q.numel()), C(0)), dk(std::size_t(k.numel()), C(0)), dv(std::size_t(v.numel()), C(0));
         std::vector<C> P(static_cast<std::size_t>(detail::attention_block * T)), dS(P.size()), delta(static_cast<std::size_t>(T));
-        for (std::int64_t b = 0; b < B; ++b)
+        for (std::int64_t b = 0; b < B; ++b) {
+            const std::int64_t* sb = s + b * T;
+            const std::vector<detail::AttentionBlock> blocks = detail::attention_blocks(sb, T);
             for (std::int64_t h = 0; h < H; ++h) {
                 const std::int64_t kv = (b * Hkv + h / group) * T * D, qo = (b * H + h) * T * D;
                 for (std::int64_t i = 0; i < T; ++i) {  // delta_i = dout_i . out_i
@@ -198,35 +227,38 @@ inline AttentionGrads causal_attention_backward(const Tensor& q_in, const Tensor
                     for (std::int64_t d = 0; d < D; ++d) acc += cg.p[qo + i * D + d] * co.p[qo + i * D + d];
                     delta[std::size_t(i)] = acc;
                 }
-                for (std::int64_t i0 = 0; i0 < T; i0 += detail::attention_block) {
-                    const std::int64_t rows = std::min(detail::attention_block, T - i0), keys = i0 + rows;
-                    const C* q_blk = cq.p + qo + i0 * D;
-                    const C* g_blk = cg.p + qo + i0 * D;
-                    // P = exp(scale Q_blk K^T - lse) on the allowed keys, 0 elsewhere
-                    detail::gemm<C>(false, true, rows, keys, D, C(scale), q_blk, D, ck.p + kv, D, C(0), P.data(), keys);
+                for (const detail::AttentionBlock& blk : blocks) {
+                    const std::int64_t rows = blk.rows, k0 = blk.k0, keys = blk.q0 + rows - k0;
+                    const C* q_blk = cq.p + qo + blk.q0 * D;
+                    const C* g_blk = cg.p + qo + blk.q0 * D;
+                    const C* k_seg = ck.p + kv + k0 * D;
+                    const C* v_seg = cv.p + kv + k0 * D;
+                    // P = exp(scale Q_blk K[k0:]^T - lse) on the allowed keys, 0 elsewhere
+                    detail::gemm<C>(false, true, rows, keys, D, C(scale), q_blk, D, k_seg, D, C(0), P.data(), keys);
                     for (std::int64_t r0 = 0; r0 < rows; ++r0) {
-                        const std::int64_t i = i0 + r0;
+                        const std::int64_t i = blk.q0 + r0, last = i - k0;
                         const C li = pl[(b * H + h) * T + i];
                         C* pr = P.data() + r0 * keys;
                         for (std::int64_t j = 0; j < keys; ++j) {
-                            C p = j <= i && s[b * T + j] == s[b * T + i] ? std::exp(pr[j] - li) : C(0);
+                            C p = j <= last && sb[k0 + j] == blk.id ? std::exp(pr[j] - li) : C(0);
                             pr[j] = p < std::numeric_limits<C>::min() ? C(0) : p;  // subnormal: no effect, but slow
                         }
                     }
-                    // dV[:keys] += P^T dO_blk;  dP = dO_blk V[:keys]^T
-                    detail::gemm<C>(true, false, keys, D, rows, C(1), P.data(), keys, g_blk, D, C(1), dv.data() + kv, D);
-                    detail::gemm<C>(false, true, rows, keys, D, C(1), g_blk, D, cv.p + kv, D, C(0), dS.data(), keys);
+                    // dV[k0:] += P^T dO_blk;  dP = dO_blk V[k0:]^T
+                    detail::gemm<C>(true, false, keys, D, rows, C(1), P.data(), keys, g_blk, D, C(1), dv.data() + kv + k0 * D, D);
+                    detail::gemm<C>(false, true, rows, keys, D, C(1), g_blk, D, v_seg, D, C(0), dS.data(), keys);
                     for (std::int64_t r0 = 0; r0 < rows; ++r0) {  // dS = P (dP - delta) scale
-                        const C di = delta[std::size_t(i0 + r0)];
+                        const C di = delta[std::size_t(blk.q0 + r0)];
                         C* dr = dS.data() + r0 * keys;
                         const C* pr = P.data() + r0 * keys;
                         for (std::int64_t j = 0; j < keys; ++j) dr[j] = pr[j] * (dr[j] - di) * C(scale);
                     }
-                    // dQ_blk = dS K[:keys];  dK[:keys] += dS^T Q_blk
-                    detail::gemm<C>(false, false, rows, D, keys, C(1), dS.data(), keys, ck.p + kv, D, C(0), dq.data() + qo + i0 * D, D);
-                    detail::gemm<C>(true, false, keys, D, rows, C(1), dS.data(), keys, q_blk, D, C(1), dk.data() + kv, D);
+                    // dQ_blk = dS K[k0:];  dK[k0:] += dS^T Q_blk
+                    detail::gemm<C>(false, false, rows, D, keys, C(1), dS.data(), keys, k_seg, D, C(0), dq.data() + qo + blk.q0 * D, D);
+                    detail::gemm<C>(true, false, keys, D, rows, C(1), dS.data(), keys, q_blk, D, C(1), dk.data() + kv + k0 * D, D);
                 }
             }
+        }
         auto put = [](const std::vector<C>& src, Tensor& dst) {
             T_* p = dst.template data<T_>();
             for (std::size_t n = 0; n < src.size(); ++n) p[n] = store<T_>(src[n]);
