@@ -6,6 +6,7 @@
 // The backward is the rotation by -angle. CUDA kernel: kernels/rope.cuh.
 #pragma once
 #include <cmath>
+#include <vector>
 
 #include "deviant/autodiff/tape.hpp"
 
@@ -37,20 +38,30 @@ inline Tensor rope(const Tensor& x_in, const Tensor& positions, double theta, bo
         using C = compute_t<T_>;
         const T_* px = x.data<T_>();
         T_* py = y.data<T_>();
-        for (std::int64_t b = 0; b < B; ++b)
+        // cos / sin per (t, i) of one batch row, computed once and shared by its H heads
+        std::vector<C> cos_t(static_cast<std::size_t>(T * half)), sin_t(cos_t.size());
+        for (std::int64_t b = 0; b < B; ++b) {
+            for (std::int64_t t = 0; t < T; ++t) {
+                const double position = double(p[b * T + t]);
+                for (std::int64_t i = 0; i < half; ++i) {
+                    const double a = position * inv_freq[std::size_t(i)];
+                    cos_t[std::size_t(t * half + i)] = C(std::cos(a));
+                    sin_t[std::size_t(t * half + i)] = C(inverse ? -std::sin(a) : std::sin(a));
+                }
+            }
             for (std::int64_t h = 0; h < H; ++h)
                 for (std::int64_t t = 0; t < T; ++t) {
-                    double position = double(p[b * T + t]);
                     const T_* xr = px + ((b * H + h) * T + t) * D;
                     T_* yr = py + ((b * H + h) * T + t) * D;
+                    const C* ct = cos_t.data() + t * half;
+                    const C* st = sin_t.data() + t * half;
                     for (std::int64_t i = 0; i < half; ++i) {
-                        double a = position * inv_freq[i];
-                        C c = C(std::cos(a)), s = C(inverse ? -std::sin(a) : std::sin(a));
                         C x1 = load(xr[i]), x2 = load(xr[i + half]);
-                        yr[i] = store<T_>(x1 * c - x2 * s);
-                        yr[i + half] = store<T_>(x2 * c + x1 * s);
+                        yr[i] = store<T_>(x1 * ct[i] - x2 * st[i]);
+                        yr[i + half] = store<T_>(x2 * ct[i] + x1 * st[i]);
                     }
                 }
+        }
     });
     return y;
 }
