@@ -318,7 +318,10 @@ int run_training(Model& policy, const TrainArgs& a, const io::ModelConfig& confi
             train::NamedTensors w;
             for (auto& p : policy.parameters()) w.emplace_back(p.name, p.value);
             io::save_safetensors(final_dir / "model.safetensors", w);
-            fs::copy_file(config_file, final_dir / "config.json", fs::copy_options::overwrite_existing);
+            if (io::is_gguf_file(config_file))  // a GGUF start: write the config it describes
+                std::ofstream(final_dir / "config.json") << io::llama_config_json(config);
+            else
+                fs::copy_file(config_file, final_dir / "config.json", fs::copy_options::overwrite_existing);
         }
         if (!tok_path.empty() && fs::exists(tok_path)) fs::copy_file(tok_path, final_dir / "tokenizer.json", fs::copy_options::overwrite_existing);
     }

@@ -117,6 +117,35 @@ BOOST_AUTO_TEST_CASE(score_and_train_on_cuda, *boost::unit_test::precondition(de
     fs::remove_all(out);
 }
 
+// A llama.cpp GGUF file (here Q8_0) scores and trains like a checkpoint directory; the trained
+// model is saved as safetensors with a config.json written from the GGUF metadata, and loads back.
+BOOST_AUTO_TEST_CASE(gguf_model_scores_and_trains) {
+    namespace fs = std::filesystem;
+    const std::string g = data + "/gguf/llama_q8_0.gguf", pairs = data + "/models/pairs.jsonl";
+    Run s = run("score --model " + g + " --pairs " + pairs + " --objective sft");
+    BOOST_TEST_INFO(s.err);
+    BOOST_REQUIRE_EQUAL(s.status, 0);
+    std::ifstream in(data + "/gguf/expected.json");
+    json e = json::parse(in);
+    json got = json::parse(s.out);
+    BOOST_TEST(rel(got["pairs"][0]["chosen_logp"], e["llama_q8_0.gguf"]["pairs"][0]["chosen_logp"]) < 1e-4);
+
+    fs::path out = fs::temp_directory_path() / "deviant_cli_train_gguf";
+    fs::remove_all(out);
+    Run t = run("train --model " + g + " --train " + pairs + " --objective dpo --lr 1e-3 --epochs 1 --batch-size 2 --quiet --output " +
+                out.string());
+    BOOST_TEST_INFO(t.err);
+    BOOST_REQUIRE_EQUAL(t.status, 0);
+    BOOST_TEST(fs::exists(out / "final" / "config.json"));
+    Run back = run("score --model " + (out / "final").string() + " --pairs " + pairs + " --objective sft");
+    BOOST_TEST_INFO(back.err);
+    BOOST_TEST(back.status == 0);
+    fs::remove_all(out);
+
+    Run bad = run("score --model " + data + "/gguf/make_gguf_fixtures.py --pairs " + pairs);
+    BOOST_TEST(bad.status == 1);
+}
+
 BOOST_AUTO_TEST_CASE(bad_input_is_one_line_error) {
     std::string m = data + "/models/";
     auto expect_error = [&](const std::string& args, const std::string& needle) {

@@ -1,9 +1,11 @@
 // deviant/models/load.hpp — loading a Hugging Face checkpoint directory (config.json plus
-// model.safetensors or a sharded index) into the family its model_type names, then handing the
-// typed model to a generic callable:  with_pretrained(dir, [](auto& model) { ... }).
+// model.safetensors or a sharded index) into the family its model_type names, or a llama.cpp GGUF
+// file of the llama architecture (dequantized), then handing the typed model to a generic
+// callable:  with_pretrained(dir_or_gguf, [](auto& model) { ... }).
 #pragma once
 #include <memory>
 
+#include "deviant/io/gguf.hpp"
 #include "deviant/io/hf_config.hpp"
 #include "deviant/io/safetensors.hpp"
 #include "deviant/models/families.hpp"
@@ -23,6 +25,20 @@ inline ParameterSource checkpoint_source(const std::filesystem::path& dir) {
     };
 }
 
+// Reads Hugging Face-named tensors from a llama-architecture GGUF file: renamed, dequantized, and
+// q/k rows put back in rotate-half order.
+inline ParameterSource gguf_source(std::shared_ptr<const io::GgufFile> file, const io::ModelConfig& cfg) {
+    return [file, cfg](const std::string& name) -> std::optional<Tensor> {
+        std::optional<std::string> g = io::gguf_llama_name(name);
+        if (!g || !file->contains(*g)) return std::nullopt;
+        Tensor t = file->load(*g, DType::f32);
+        const std::string what = file->path().string() + ": " + *g;
+        if (name.find("self_attn.q_proj") != std::string::npos) return io::unpermute_rotary_rows(t, cfg.num_attention_heads, what);
+        if (name.find("self_attn.k_proj") != std::string::npos) return io::unpermute_rotary_rows(t, cfg.num_key_value_heads, what);
+        return t;
+    };
+}
+
 template <class Model>
 std::unique_ptr<Model> load_pretrained_as(const std::filesystem::path& dir, DType dtype = DType::f32) {
     io::ModelConfig cfg = io::load_model_config(dir);
@@ -32,6 +48,12 @@ std::unique_ptr<Model> load_pretrained_as(const std::filesystem::path& dir, DTyp
 // Calls f(model) with the model typed by its family (Llama or Gpt2); returns what f returns.
 template <class F>
 decltype(auto) with_pretrained(const std::filesystem::path& dir, F&& f, DType dtype = DType::f32) {
+    if (io::is_gguf_file(dir)) {
+        auto file = std::make_shared<const io::GgufFile>(io::GgufFile::open(dir));
+        io::ModelConfig cfg = io::gguf_llama_config(*file);
+        auto m = std::make_unique<Llama>(cfg, gguf_source(file, cfg), 0, dtype);
+        return f(*m);
+    }
     io::ModelConfig cfg = io::load_model_config(dir);
     if (cfg.family == io::ModelFamily::gpt2) {
         auto m = std::make_unique<Gpt2>(cfg, checkpoint_source(dir), 0, dtype);

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Reference fixtures for deviant's GGUF loader: the tiny Llama of ../models/llama written as GGUF
+files the way llama.cpp's converter lays them out, and the log-probs transformers computes from
+what each file holds.
+
+Written with the `gguf` package (llama.cpp's own Python writer and quantizers):
+  llama_f32.gguf   every tensor float32
+  llama_f16.gguf   matrices float16, token embedding bfloat16, norms float32
+  llama_q8_0.gguf  matrices Q8_0 where rows are a multiple of 32 values, float16 otherwise
+  llama_q4_0.gguf  the same with Q4_0 (and Q4_1 for the output head)
+Layout rules followed (llama.cpp convert_hf_to_gguf.py, LlamaModel): tensor names token_embd,
+blk.N.{attn_norm,attn_q,attn_k,attn_v,attn_output,ffn_norm,ffn_gate,ffn_up,ffn_down},
+output_norm, output; GGUF dimensions listed fastest first (a (out, in) matrix is ne = [in, out]);
+q and k rows permuted from Hugging Face's rotate-half order to llama.cpp's interleaved order:
+w.reshape(n_head, 2, rows // n_head // 2, cols).swapaxes(1, 2).reshape(rows, cols), with
+n_head = head_count for q and head_count_kv for k.
+expected.json: per file, the completion log-probs of ../models/pairs.jsonl under a transformers
+LlamaForCausalLM (float64) whose weights are the file's tensors dequantized by `gguf.quants`
+and permuted back.
+Run from this folder: python3 make_gguf_fixtures.py   (torch, transformers, gguf required)
+"""
+import json
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gguf import GGMLQuantizationType as Q
+from gguf import GGUFReader, GGUFWriter
+from gguf.quants import dequantize, quantize
+from transformers import LlamaForCausalLM
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS = os.path.join(HERE, "..", "models")
+
+
+def permute(w, n_head):
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def unpermute(w, n_head):
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def gguf_name(hf):
+    if hf == "model.embed_tokens.weight":
+        return "token_embd.weight"
+    if hf == "model.norm.weight":
+        return "output_norm.weight"
+    if hf == "lm_head.weight":
+        return "output.weight"
+    parts = hf.split(".")  # model.layers.N.<module>.<proj>.weight
+    n, rest = parts[2], ".".join(parts[3:])
+    table = {"input_layernorm.weight": "attn_norm", "post_attention_layernorm.weight": "ffn_norm",
+             "self_attn.q_proj.weight": "attn_q", "self_attn.k_proj.weight": "attn_k",
+             "self_attn.v_proj.weight": "attn_v", "self_attn.o_proj.weight": "attn_output",
+             "mlp.gate_proj.weight": "ffn_gate", "mlp.up_proj.weight": "ffn_up", "mlp.down_proj.weight": "ffn_down"}
+    return f"blk.{n}.{table[rest]}.weight"
+
+
+def storage(kind, name, arr):
+    """The GGML type a tensor is stored in for file `kind`."""
+    if arr.ndim == 1:
+        return Q.F32
+    if kind == "f32":
+        return Q.F32
+    if kind == "f16":
+        return Q.BF16 if name == "token_embd.weight" else Q.F16
+    block = 32
+    if arr.shape[-1] % block:
+        return Q.F16
+    if kind == "q8_0":
+        return Q.Q8_0
+    return Q.Q4_1 if name == "output.weight" else Q.Q4_0
+
+
+def write(kind, model, cfg):
+    path = os.path.join(HERE, f"llama_{kind}.gguf")
+    w = GGUFWriter(path, "llama")
+    w.add_name("deviant test llama")
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_rope_dimension_count(cfg.head_dim)
+    w.add_vocab_size(cfg.vocab_size)
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list([f"<t{i}>" for i in range(cfg.vocab_size)])
+    for hf, t in model.state_dict().items():
+        arr = t.detach().numpy().astype(np.float32)
+        name = gguf_name(hf)
+        if name.endswith("attn_q.weight"):
+            arr = permute(arr, cfg.num_attention_heads)
+        elif name.endswith("attn_k.weight"):
+            arr = permute(arr, cfg.num_key_value_heads)
+        qt = storage(kind, name, arr)
+        if qt == Q.F32:
+            w.add_tensor(name, arr)
+        elif qt == Q.F16:
+            w.add_tensor(name, arr.astype(np.float16))
+        else:
+            w.add_tensor(name, quantize(arr, qt), raw_shape=quantize(arr, qt).shape, raw_dtype=qt)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def from_file(path, cfg):
+    """A float64 transformers model holding exactly what the GGUF file holds."""
+    r = GGUFReader(path)
+    by_name = {t.name: t for t in r.tensors}
+    m = LlamaForCausalLM(cfg).double()
+    sd = {}
+    for hf, t in m.state_dict().items():
+        name = gguf_name(hf)
+        g = by_name[name]
+        arr = dequantize(g.data, g.tensor_type).astype(np.float64).reshape(tuple(reversed([int(d) for d in g.shape])))
+        if name.endswith("attn_q.weight"):
+            arr = unpermute(arr, cfg.num_attention_heads)
+        elif name.endswith("attn_k.weight"):
+            arr = unpermute(arr, cfg.num_key_value_heads)
+        sd[hf] = torch.from_numpy(np.ascontiguousarray(arr))
+    m.load_state_dict(sd)
+    return m.eval(), {n: int(t.tensor_type) for n, t in by_name.items()}
+
+
+def seq_logp(model, prompt, completion):
+    ids = torch.tensor([prompt + completion])
+    logits = model(input_ids=ids).logits[0].double()
+    lp = F.log_softmax(logits[:-1], dim=-1).gather(1, ids[0, 1:, None])[:, 0]
+    return lp[len(prompt) - 1:].sum().item()
+
+
+def main():
+    model = LlamaForCausalLM.from_pretrained(os.path.join(MODELS, "llama"), dtype=torch.float32)
+    cfg = model.config
+    pairs = [json.loads(l) for l in open(os.path.join(MODELS, "pairs.jsonl"))]
+    expected = {}
+    with torch.no_grad():
+        for kind in ("f32", "f16", "q8_0", "q4_0"):
+            path = write(kind, model, cfg)
+            m, types = from_file(path, cfg)
+            expected[os.path.basename(path)] = {
+                "tensor_types": types,
+                "pairs": [{"chosen_logp": seq_logp(m, p["prompt_ids"], p["chosen_ids"]),
+                           "rejected_logp": seq_logp(m, p["prompt_ids"], p["rejected_ids"])} for p in pairs],
+            }
+        orig = model.double()
+        expected["original"] = {"pairs": [{"chosen_logp": seq_logp(orig, p["prompt_ids"], p["chosen_ids"]),
+                                           "rejected_logp": seq_logp(orig, p["prompt_ids"], p["rejected_ids"])} for p in pairs]}
+    with open(os.path.join(HERE, "expected.json"), "w") as f:
+        json.dump(expected, f, indent=1)
+    print("wrote", ", ".join(sorted(expected)))
+
+
+if __name__ == "__main__":
+    main()
