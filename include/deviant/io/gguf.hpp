@@ -6,8 +6,10 @@
 // (key string, value type u32, value); tensor infos (name, n_dims u32, dims u64[n_dims] fastest
 // first, GGML type u32, offset u64); then, aligned to general.alignment (default 32), the data.
 // Strings are u64 length + bytes. Everything is little-endian.
-// Tensor types read: F32, F16, BF16, Q8_0, Q4_0, Q4_1 (blocks of 32 values with float16 scales);
-// other types are refused with an error naming the type. A llama-architecture file maps onto the
+// Tensor types read: F32, F16, BF16; Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (blocks of 32 values with float16
+// scales); Q4_K, Q5_K, Q6_K (super-blocks of 256 values with 6- or 8-bit sub-block scales), which
+// covers llama.cpp's common Q4_K_M / Q5_K_M / Q6_K / Q8_0 files; other types (Q2_K, Q3_K, the IQ
+// family) are refused with an error naming the type. A llama-architecture file maps onto the
 // Hugging Face Llama layout (names, rotary row order, config) with the helpers at the bottom. Shapes come back in row-major order
 // (a GGUF matrix with ne = [in, out] is (out, in)). Every count, length, offset and size is checked
 // against the file before use: a truncated or corrupt file gives a deviant::Error naming the file
@@ -25,7 +27,7 @@
 
 namespace deviant::io {
 
-enum class GgmlType : std::uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 8, bf16 = 30 };
+enum class GgmlType : std::uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q5_0 = 6, q5_1 = 7, q8_0 = 8, q4_k = 12, q5_k = 13, q6_k = 14, bf16 = 30 };
 
 // The name llama.cpp gives a GGML type id (also for the ones not read here).
 inline std::string ggml_type_name(std::uint32_t t) {
@@ -84,6 +86,11 @@ inline std::optional<std::pair<std::int64_t, std::int64_t>> ggml_block(std::uint
         case GgmlType::q8_0: return std::pair<std::int64_t, std::int64_t>{32, 34};
         case GgmlType::q4_0: return std::pair<std::int64_t, std::int64_t>{32, 18};
         case GgmlType::q4_1: return std::pair<std::int64_t, std::int64_t>{32, 20};
+        case GgmlType::q5_0: return std::pair<std::int64_t, std::int64_t>{32, 22};
+        case GgmlType::q5_1: return std::pair<std::int64_t, std::int64_t>{32, 24};
+        case GgmlType::q4_k: return std::pair<std::int64_t, std::int64_t>{256, 144};
+        case GgmlType::q5_k: return std::pair<std::int64_t, std::int64_t>{256, 176};
+        case GgmlType::q6_k: return std::pair<std::int64_t, std::int64_t>{256, 210};
     }
     return std::nullopt;
 }
@@ -277,7 +284,7 @@ public:
     Tensor load(const std::string& name, DType dtype = DType::f32) const {
         const GgufTensorInfo& t = info(name);
         DEVIANT_REQUIRE(detail::ggml_block(t.type).has_value(), "{}: tensor '{}' is stored as {}, which this reader does not decode "
-                        "(F32, F16, BF16, Q8_0, Q4_0, Q4_1)", path_.string(), name, ggml_type_name(t.type));
+                        "(F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)", path_.string(), name, ggml_type_name(t.type));
         Tensor out = Tensor::empty(t.shape(), DType::f32);
         float* dst = out.data<float>();
         const std::byte* src = map_->bytes() + data_start_ + t.offset;
@@ -321,6 +328,57 @@ public:
                         const auto q = std::uint8_t(blk[4 + j]);
                         dst[b * 32 + j] = d * float(q & 0x0F) + m;
                         dst[b * 32 + j + 16] = d * float(q >> 4) + m;
+                    }
+                }
+                break;
+            case GgmlType::q5_0:  // {f16 d; u32 qh; u8 q[16]}: 5-bit q = nibble | bit e of qh << 4; x = d (q - 16)
+            case GgmlType::q5_1:  // {f16 d; f16 m; u32 qh; u8 q[16]}: x = d q + m
+                for (std::int64_t b = 0, bytes = GgmlType(t.type) == GgmlType::q5_0 ? 22 : 24; b < n / 32; ++b) {
+                    const std::byte* blk = src + b * bytes;
+                    const bool with_min = bytes == 24;
+                    const float d = f16_to_f32(u16(blk)), m = with_min ? f16_to_f32(u16(blk + 2)) : 0.0f;
+                    std::uint32_t qh;
+                    std::memcpy(&qh, blk + (with_min ? 4 : 2), 4);
+                    const std::byte* qs = blk + (with_min ? 8 : 6);
+                    for (int e = 0; e < 32; ++e) {
+                        const auto nib = std::uint8_t(qs[e % 16]) >> (e < 16 ? 0 : 4) & 0x0F;
+                        const int q = int(nib | (((qh >> e) & 1u) << 4));
+                        dst[b * 32 + e] = with_min ? d * float(q) + m : d * float(q - 16);
+                    }
+                }
+                break;
+            case GgmlType::q4_k:  // {f16 d; f16 dmin; u8 scales[12]; u8 q[128]}
+            case GgmlType::q5_k:  // {f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 q[128]}
+                for (std::int64_t b = 0, bytes = GgmlType(t.type) == GgmlType::q4_k ? 144 : 176; b < n / 256; ++b) {
+                    const std::byte* blk = src + b * bytes;
+                    const bool five = bytes == 176;
+                    const float d = f16_to_f32(u16(blk)), dmin = f16_to_f32(u16(blk + 2));
+                    const auto* sc = reinterpret_cast<const std::uint8_t*>(blk + 4);  // 8 six-bit scales and mins
+                    const auto* qh = reinterpret_cast<const std::uint8_t*>(blk + 16);
+                    const auto* qs = reinterpret_cast<const std::uint8_t*>(blk + (five ? 48 : 16));
+                    for (int j = 0; j < 8; ++j) {  // sub-block j: 32 values, nibbles of bytes 32 (j / 2) .. +31
+                        const int scale = j < 4 ? sc[j] & 0x3F : (sc[j + 4] & 0x0F) | ((sc[j - 4] >> 2) & 0x30);
+                        const int min = j < 4 ? sc[j + 4] & 0x3F : (sc[j + 4] >> 4) | ((sc[j] >> 2) & 0x30);
+                        const float ds = d * float(scale), dm = dmin * float(min);
+                        for (int l = 0; l < 32; ++l) {
+                            int q = (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0F;
+                            if (five) q |= ((qh[l] >> j) & 1) << 4;
+                            dst[b * 256 + 32 * j + l] = ds * float(q) - dm;
+                        }
+                    }
+                }
+                break;
+            case GgmlType::q6_k:  // {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}: 6-bit q - 32, one scale per 16 values
+                for (std::int64_t b = 0; b < n / 256; ++b) {
+                    const auto* blk = reinterpret_cast<const std::uint8_t*>(src + b * 210);
+                    const std::uint8_t *ql = blk, *qh = blk + 128;
+                    const auto* scales = reinterpret_cast<const std::int8_t*>(blk + 192);
+                    const float d = f16_to_f32(u16(src + b * 210 + 208));
+                    for (int e = 0; e < 256; ++e) {
+                        const int half = e / 128, r = e % 128;  // ql: [half][nibble][64], qh: [half][shift][32]
+                        const int low = (ql[64 * half + r % 64] >> (4 * (r / 64))) & 0x0F;
+                        const int high = (qh[32 * half + r % 32] >> (2 * (r / 32))) & 0x03;
+                        dst[b * 256 + e] = (d * float(scales[e / 16])) * float((low | (high << 4)) - 32);
                     }
                 }
                 break;
