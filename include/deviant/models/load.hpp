@@ -54,6 +54,10 @@ decltype(auto) with_pretrained(const std::filesystem::path& dir, F&& f, DType dt
         auto m = std::make_unique<Llama>(cfg, gguf_source(file, cfg), 0, dtype);
         return f(*m);
     }
+    std::error_code ec;
+    DEVIANT_REQUIRE(std::filesystem::exists(dir, ec), "{}: no such model directory or file", dir.string());
+    DEVIANT_REQUIRE(std::filesystem::is_directory(dir, ec), "{}: not a model: give a checkpoint directory (config.json + safetensors) or a GGUF file",
+                    dir.string());
     io::ModelConfig cfg = io::load_model_config(dir);
     if (cfg.family == io::ModelFamily::gpt2) {
         auto m = std::make_unique<Gpt2>(cfg, checkpoint_source(dir), 0, dtype);
