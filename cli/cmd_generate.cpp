@@ -16,6 +16,7 @@
 #include "deviant/generate/sampler.hpp"
 #include "deviant/models/load.hpp"
 #include "deviant/nn/lora.hpp"
+#include "deviant/tokenizer/gguf_tokenizer.hpp"
 
 namespace {
 
@@ -65,7 +66,11 @@ std::vector<std::int64_t> stop_ids(const BpeTokenizer& tok, const ModelConfig& c
 
 template <class Model>
 int run_generate(Model& model, const GenerateOptions& o) {
-    const BpeTokenizer tok = BpeTokenizer::from_json_file(o.tokenizer);
+    // --tokenizer, else the model's: the one a GGUF file carries or tokenizer.json beside a checkpoint
+    const std::filesystem::path tok_path = !o.tokenizer.empty()       ? std::filesystem::path(o.tokenizer)
+                                           : io::is_gguf_file(o.model) ? std::filesystem::path(o.model)
+                                                                       : std::filesystem::path(o.model) / "tokenizer.json";
+    const BpeTokenizer tok = load_tokenizer(tok_path);
     const std::vector<PromptLine> prompts = read_prompts(o.prompts);
     data::TokenizeOptions topts;
     topts.use_chat_template = o.chat_template;
@@ -116,7 +121,7 @@ deviant::cli::Registration reg{{"generate", "Sample completions of prompts (temp
     auto o = std::make_shared<GenerateOptions>();
     app.add_option("--model", o->model, "Checkpoint directory (config.json + safetensors)")->required();
     app.add_option("--adapters", o->adapters, "LoRA adapter directory (PEFT layout) applied to the model");
-    app.add_option("--tokenizer", o->tokenizer, "tokenizer.json")->required();
+    app.add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the model's tokenizer.json, or the one a GGUF --model carries)");
     app.add_option("--prompts", o->prompts, "JSON Lines with field 'prompt'")->required();
     app.add_option("--output", o->output, "Output JSON Lines {prompt, samples}")->required();
     app.add_option("--samples", o->samples, "Samples per prompt")->capture_default_str()->check(CLI::PositiveNumber);

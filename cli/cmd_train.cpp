@@ -14,6 +14,7 @@
 #include "deviant/data/writing_prompts.hpp"
 #include "deviant/models/load.hpp"
 #include "deviant/nn/lora.hpp"
+#include "deviant/tokenizer/gguf_tokenizer.hpp"
 #include "deviant/train/reference_cache.hpp"
 #include "deviant/train/trainer.hpp"
 #include "deviant/train/truncation.hpp"
@@ -157,7 +158,7 @@ std::vector<data::TokenPair> read_pairs(const TrainArgs& a, const std::string& f
     DEVIANT_REQUIRE(!text.empty(), "{}: no pairs in the file", file);
     DEVIANT_REQUIRE(!tokenizer_path.empty() && fs::exists(tokenizer_path), "{}: text pairs need a tokenizer (--tokenizer FILE; {} not found)",
                     file, tokenizer_path.empty() ? "none given" : tokenizer_path);
-    BpeTokenizer tok = BpeTokenizer::from_json_file(tokenizer_path);
+    BpeTokenizer tok = load_tokenizer(tokenizer_path);
     data::TokenizeOptions topts;
     topts.use_chat_template = !a.no_chat_template;
     auto pairs = data::tokenize_pairs(tok, text, topts);
@@ -176,7 +177,11 @@ int run_training(Model& policy, const TrainArgs& a, const io::ModelConfig& confi
         cuda::require_available();
         policy.to(device);
     }
-    std::string tok_path = !a.tokenizer.empty() ? a.tokenizer : (!a.model.empty() ? (fs::path(a.model) / "tokenizer.json").string() : "");
+    // The tokenizer: --tokenizer, else the model's (tokenizer.json beside a checkpoint, or the one a GGUF file carries).
+    std::string tok_path = !a.tokenizer.empty()         ? a.tokenizer
+                           : io::is_gguf_file(a.model) ? a.model
+                           : !a.model.empty()           ? (fs::path(a.model) / "tokenizer.json").string()
+                                                        : "";
     TruncationOptions trunc;
     trunc.max_length = a.max_length;
     trunc.max_prompt_length = a.max_prompt_length;
@@ -323,7 +328,16 @@ int run_training(Model& policy, const TrainArgs& a, const io::ModelConfig& confi
             else
                 fs::copy_file(config_file, final_dir / "config.json", fs::copy_options::overwrite_existing);
         }
-        if (!tok_path.empty() && fs::exists(tok_path)) fs::copy_file(tok_path, final_dir / "tokenizer.json", fs::copy_options::overwrite_existing);
+        if (!tok_path.empty() && io::is_gguf_file(tok_path)) {
+            io::GgufFile g = io::GgufFile::open(tok_path);
+            try {  // the weights are saved either way; a tokenizer that cannot be converted is reported, not fatal
+                if (gguf_has_tokenizer(g)) std::ofstream(final_dir / "tokenizer.json") << gguf_tokenizer_json(g).dump() << "\n";
+            } catch (const Error& e) {
+                fmt::print(stderr, "{}: no tokenizer.json written: {}\n", final_dir.string(), e.what());
+            }
+        } else if (!tok_path.empty() && fs::exists(tok_path)) {
+            fs::copy_file(tok_path, final_dir / "tokenizer.json", fs::copy_options::overwrite_existing);
+        }
     }
     // Summary table.
     fmt::print("{:<28} {:>12} {:>12}\n", "metric", "first step", "last step");
@@ -345,7 +359,7 @@ deviant::cli::Registration reg{{"train", "Train a checkpoint with a preference o
     app.add_option("--init-config", a->init_config, "config.json of a freshly initialised model (instead of --model)");
     app.add_option("--ref", a->ref, "Reference checkpoint (default: adapters off with --lora, else the initial policy)");
     app.add_option("--ref-cache", a->ref_cache, "Folder caching reference log-probs by data and model hash");
-    app.add_option("--tokenizer", a->tokenizer, "tokenizer.json for text pairs (default: <model>/tokenizer.json)");
+    app.add_option("--tokenizer", a->tokenizer, "tokenizer.json (or a GGUF file) for text pairs (default: the model's)");
     app.add_option("--device", a->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
     app.add_option("--dtype", a->dtype, cli::model_dtype_help);
     app.add_option("--seed", a->seed, "Seed for initialisation, shuffling and LoRA");

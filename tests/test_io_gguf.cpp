@@ -15,6 +15,7 @@
 #include "temp_dir.hpp"
 #include "deviant/data/pairs.hpp"
 #include "deviant/models/load.hpp"
+#include "deviant/tokenizer/gguf_tokenizer.hpp"
 #include "deviant/train/pair_rows.hpp"
 
 using namespace deviant;
@@ -211,4 +212,36 @@ BOOST_AUTO_TEST_CASE(block_formats_decode_like_ggml) {
         }
     }
     BOOST_TEST(checked == 8);
+}
+
+// The byte-level BPE tokenizer a GGUF file carries encodes and decodes like the tokenizer.json it
+// came from (ids from the `tokenizers` package, tests/data/tokenizers/expected.json).
+BOOST_AUTO_TEST_CASE(tokenizer_from_gguf_matches_tokenizers) {
+    std::ifstream in(std::string(DEVIANT_TEST_DATA_DIR) + "/tokenizers/expected.json");
+    const json want = json::parse(in);
+    for (auto [gguf, source, bos] : {std::tuple{"gpt2_tokenizer.gguf", "gpt2_style.json", false},  // bos: adds BOS
+                                     std::tuple{"llama3_tokenizer.gguf", "llama3_style.json", true}}) {
+        BOOST_TEST_CONTEXT(gguf) {
+            io::GgufFile f = io::GgufFile::open(gguf_dir + gguf);
+            BOOST_REQUIRE(gguf_has_tokenizer(f));
+            const BpeTokenizer tok = tokenizer_from_gguf(f);
+            int compared = 0;
+            for (const json& c : want[source]["cases"]) {
+                const std::string text = c["text"];
+                if (text.find("<mask>") != std::string::npos) continue;  // lstrip in tokenizer.json: GGUF has no such flag
+                const auto ids = c["ids"].get<std::vector<TokenId>>();
+                BOOST_TEST(tok.encode(text, false) == ids, "'" << text << "'");
+                BOOST_TEST(tok.decode(ids) == c["decoded"].get<std::string>(), "'" << text << "'");
+                BOOST_TEST(tok.decode(ids, true) == c["decoded_skip_special"].get<std::string>(), "'" << text << "'");
+                // with special tokens: the reference, minus a BOS it would double (as tokenizer.json does here)
+                auto ref_special = c["ids_with_special"].get<std::vector<TokenId>>();
+                if (bos && !ids.empty() && ids.front() == ref_special.front() && ref_special.size() > ids.size()) ref_special.erase(ref_special.begin());
+                BOOST_TEST(tok.encode(text, true) == ref_special, "'" << text << "'");
+                ++compared;
+            }
+            BOOST_TEST(compared >= 40);
+        }
+    }
+    // A SentencePiece tokenizer or an unknown pre-tokenizer is refused, naming the file and the value.
+    BOOST_TEST(throws_naming([] { tokenizer_from_gguf(io::GgufFile::open(gguf_dir + "llama_f32.gguf")); }, {"llama_f32.gguf", "tokenizer.ggml"}));
 }

@@ -17,6 +17,12 @@ n_head = head_count for q and head_count_kv for k.
 quant_blocks.gguf: for each of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K a (2, 512) tensor of
 random blocks (finite float16 scales, random quants) named after the type, and beside it
 "<type>.expected", the same values dequantized by gguf.quants as float32.
+gpt2_tokenizer.gguf, llama3_tokenizer.gguf: ../tokenizers/{gpt2,llama3}_style.json as llama.cpp
+stores a byte-level BPE tokenizer (tokenizer.ggml.model "gpt2": tokens by id, token types —
+special added tokens CONTROL, other added tokens USER_DEFINED, ids without a token UNUSED —,
+merges "a b", tokenizer.ggml.pre "gpt2" or "llama-bpe", BOS/EOS ids and add_bos_token as the
+post-processor says); no tensors. The test compares their encodings with ../tokenizers/expected.json,
+which the `tokenizers` package computed from the original tokenizer.json files.
 expected.json: per file, the completion log-probs of ../models/pairs.jsonl under a transformers
 LlamaForCausalLM (float64) whose weights are the file's tensors dequantized by `gguf.quants`
 and permuted back.
@@ -163,8 +169,43 @@ def quant_blocks():
     w.close()
 
 
+def tokenizer_file(style, pre):
+    src = json.load(open(os.path.join(HERE, "..", "tokenizers", f"{style}_style.json")))
+    vocab = dict(src["model"]["vocab"])
+    added = {t["id"]: t for t in src.get("added_tokens", [])}
+    n = max(list(vocab.values()) + list(added)) + 1
+    tokens, types = [f"[UNUSED{i}]" for i in range(n)], [5] * n  # UNUSED
+    for tok, i in vocab.items():
+        tokens[i], types[i] = tok, 1  # NORMAL
+    for i, t in added.items():
+        tokens[i], types[i] = t["content"], 3 if t["special"] else 4  # CONTROL / USER_DEFINED
+    merges = [m if isinstance(m, str) else f"{m[0]} {m[1]}" for m in src["model"]["merges"]]
+    w = GGUFWriter(os.path.join(HERE, f"{style}_tokenizer.gguf"), "llama")
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    post = json.dumps(src.get("post_processor"))
+    bos = next((t["id"] for t in added.values() if t["content"] in ("<|begin_of_text|>",)), None)
+    if bos is not None and "TemplateProcessing" in post:
+        w.add_bos_token_id(bos)
+        w.add_add_bos_token(True)
+    else:
+        w.add_add_bos_token(False)
+    eos = next((t["id"] for t in added.values() if t["content"] in ("<|end_of_text|>", "<|endoftext|>")), None)
+    if eos is not None:
+        w.add_eos_token_id(eos)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def main():
     quant_blocks()
+    tokenizer_file("gpt2", "gpt2")
+    tokenizer_file("llama3", "llama-bpe")
     model = LlamaForCausalLM.from_pretrained(os.path.join(MODELS, "llama"), dtype=torch.float32)
     cfg = model.config
     pairs = [json.loads(l) for l in open(os.path.join(MODELS, "pairs.jsonl"))]
