@@ -7,9 +7,10 @@
 // 6 byte), merges ("a b"), pre (the pre-tokenizer's name: "default"/"gpt2" = GPT-2's byte-level
 // regex, "llama-bpe"/"llama3" = Llama 3's split pattern; others are refused, naming the value),
 // bos/eos_token_id and add_bos/add_eos_token. It is rebuilt here as the equivalent tokenizer.json
-// (normal and byte tokens in the vocabulary, control tokens as special added tokens, user-defined
-// ones as non-special added tokens, BOS/EOS as the post-processor adds them) and read by
-// BpeTokenizer::from_json, so the file is validated like any tokenizer.json. GGUF has no
+// (every used token in the vocabulary; control tokens also as special added tokens, user-defined
+// ones as non-special added tokens; BOS/EOS as the post-processor adds them) and read by
+// BpeTokenizer::from_json, so the file is validated like any tokenizer.json; the same JSON saved as
+// tokenizer.json loads in Hugging Face's tokenizers with the same ids. GGUF has no
 // lstrip/rstrip flags: added tokens match their text exactly.
 #pragma once
 #include <nlohmann/json.hpp>
@@ -48,10 +49,9 @@ inline nlohmann::json gguf_tokenizer_json(const io::GgufFile& f) {
             type = *t;
         }
         if (type == 5) continue;  // unused id
-        if (type == 3 || type == 4) {
-            added.push_back({{"id", id}, {"content", *text}, {"special", type == 3}, {"normalized", false}});
-            continue;
-        }
+        if (type == 3 || type == 4)  // also in the vocabulary, as tokenizer.json keeps them (its readers key ids on that)
+            added.push_back({{"id", id}, {"content", *text}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
+                             {"normalized", false}, {"special", type == 3}});
         DEVIANT_REQUIRE(!vocab.contains(*text), "{}: token '{}' appears twice (ids {} and {})", file, *text, vocab[*text].get<std::int64_t>(), id);
         vocab[*text] = id;
     }
@@ -64,12 +64,12 @@ inline nlohmann::json gguf_tokenizer_json(const io::GgufFile& f) {
     const std::string pre = f.find("tokenizer.ggml.pre") ? f.get_string("tokenizer.ggml.pre") : "default";
     nlohmann::json pre_tokenizer;
     if (pre == "default" || pre == "gpt2" || pre == "gpt-2") {
-        pre_tokenizer = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
+        pre_tokenizer = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
     } else if (pre == "llama-bpe" || pre == "llama3") {
         pre_tokenizer = {{"type", "Sequence"},
                          {"pretokenizers",
                           {{{"type", "Split"}, {"pattern", {{"Regex", std::string(kLlama3Pattern)}}}, {"behavior", "Isolated"}, {"invert", false}},
-                           {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+                           {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}}}};
     } else {
         fail("{}: tokenizer.ggml.pre is '{}', a pre-tokenizer this reader does not know (default, gpt2, llama-bpe); give --tokenizer "
              "tokenizer.json", file, pre);
@@ -78,7 +78,7 @@ inline nlohmann::json gguf_tokenizer_json(const io::GgufFile& f) {
     nlohmann::json j{{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}},
                      {"added_tokens", added},
                      {"pre_tokenizer", pre_tokenizer},
-                     {"decoder", {{"type", "ByteLevel"}}}};
+                     {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}}};
     // BOS / EOS the way the post-processor would add them.
     auto flag = [&](const char* key) {
         const io::GgufValue* v = f.find(key);
@@ -94,15 +94,20 @@ inline nlohmann::json gguf_tokenizer_json(const io::GgufFile& f) {
     const bool add_bos = flag("tokenizer.ggml.add_bos_token"), add_eos = flag("tokenizer.ggml.add_eos_token");
     auto bos = token_text("tokenizer.ggml.bos_token_id"), eos = token_text("tokenizer.ggml.eos_token_id");
     if ((add_bos && bos) || (add_eos && eos)) {
-        nlohmann::json single = nlohmann::json::array(), specials = nlohmann::json::object();
-        auto special = [&](const std::pair<std::string, std::int64_t>& t) {
-            single.push_back({{"SpecialToken", {{"id", t.first}, {"type_id", 0}}}});
+        nlohmann::json single = nlohmann::json::array(), pair = nlohmann::json::array(), specials = nlohmann::json::object();
+        auto special = [&](const std::pair<std::string, std::int64_t>& t, nlohmann::json& into, int type_id) {
+            into.push_back({{"SpecialToken", {{"id", t.first}, {"type_id", type_id}}}});
             specials[t.first] = {{"id", t.first}, {"ids", {t.second}}, {"tokens", {t.first}}};
         };
-        if (add_bos && bos) special(*bos);
-        single.push_back({{"Sequence", {{"id", "A"}, {"type_id", 0}}}});
-        if (add_eos && eos) special(*eos);
-        j["post_processor"] = {{"type", "TemplateProcessing"}, {"single", single}, {"special_tokens", specials}};
+        for (int seq = 0; seq < 2; ++seq) {  // single = [BOS] A [EOS]; pair = that, then [BOS] B [EOS]
+            nlohmann::json& into = seq == 0 ? single : pair;
+            for (int k = 0; k <= seq; ++k) {
+                if (add_bos && bos) special(*bos, into, k);
+                into.push_back({{"Sequence", {{"id", k == 0 ? "A" : "B"}, {"type_id", k}}}});
+                if (add_eos && eos) special(*eos, into, k);
+            }
+        }
+        j["post_processor"] = {{"type", "TemplateProcessing"}, {"single", single}, {"pair", pair}, {"special_tokens", specials}};
     }
     return j;
 }
