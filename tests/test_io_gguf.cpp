@@ -74,7 +74,7 @@ std::string tiny_gguf(std::uint32_t version, std::uint32_t type, std::uint64_t o
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(log_probs_match_transformers_on_every_storage_type) {
-    for (std::string file : {"llama_f32.gguf", "llama_f16.gguf", "llama_q8_0.gguf", "llama_q4_0.gguf"}) {
+    for (std::string file : {"llama_f32.gguf", "llama_f16.gguf", "llama_q8_0.gguf", "llama_q4_0.gguf", "qwen2_f32.gguf", "qwen2_q8_0.gguf"}) {
         BOOST_TEST_CONTEXT(file) {
             std::vector<double> got = logps_of(gguf_dir + file);
             const json& want = expected()[file]["pairs"];
@@ -98,7 +98,7 @@ BOOST_AUTO_TEST_CASE(float32_gguf_equals_the_safetensors_checkpoint) {
 
 BOOST_AUTO_TEST_CASE(metadata_becomes_the_model_config) {
     io::GgufFile f = io::GgufFile::open(gguf_dir + "llama_q4_0.gguf");
-    io::ModelConfig g = io::gguf_llama_config(f), hf = io::load_model_config(models_dir + "llama");
+    io::ModelConfig g = io::gguf_model_config(f), hf = io::load_model_config(models_dir + "llama");
     BOOST_TEST(f.version() == 3u);
     BOOST_TEST(g.vocab_size == hf.vocab_size);
     BOOST_TEST(g.hidden_size == hf.hidden_size);
@@ -120,6 +120,23 @@ BOOST_AUTO_TEST_CASE(metadata_becomes_the_model_config) {
     BOOST_TEST(back.num_key_value_heads == g.num_key_value_heads);
     BOOST_TEST(back.rope_theta == g.rope_theta);
     BOOST_TEST(back.vocab_size == g.vocab_size);
+}
+
+BOOST_AUTO_TEST_CASE(qwen2_files_have_biases_tied_embeddings_and_unpermuted_rows) {
+    io::GgufFile f = io::GgufFile::open(gguf_dir + "qwen2_f32.gguf");
+    io::ModelConfig c = io::gguf_model_config(f);
+    BOOST_TEST(c.model_type == "qwen2");
+    BOOST_TEST(c.attention_bias);
+    BOOST_TEST(c.tie_word_embeddings);
+    BOOST_TEST(c.rope_theta == 1e6);
+    BOOST_TEST(f.contains("blk.1.attn_v.bias"));
+    // saved config.json reads back as Qwen2
+    TempDir dir("deviant_gguf_qwen2");
+    std::ofstream(dir.path / "config.json") << io::llama_config_json(c);
+    io::ModelConfig back = io::load_model_config(dir.path);
+    BOOST_TEST(back.model_type == "qwen2");
+    BOOST_TEST(back.attention_bias);
+    BOOST_TEST(back.tie_word_embeddings);
 }
 
 BOOST_AUTO_TEST_CASE(rotary_rows_are_put_back_in_rotate_half_order) {
@@ -193,7 +210,7 @@ BOOST_AUTO_TEST_CASE(bad_headers_and_unsupported_types) {
     io::GgufFile k = io::GgufFile::open(write("q2k.gguf", tiny_gguf(3, 10, 0, 256)));
     BOOST_TEST(throws_naming([&] { k.load("w"); }, {"q2k.gguf", "'w'", "Q2_K"}));
     // a file that is not a llama model
-    BOOST_TEST(throws_naming([&] { io::gguf_llama_config(g); }, {"good.gguf", "llama.embedding_length"}));
+    BOOST_TEST(throws_naming([&] { io::gguf_model_config(g); }, {"good.gguf", "llama.embedding_length"}));
 }
 
 // Every block format against llama.cpp's own dequantizer (gguf.quants) on random blocks.

@@ -406,12 +406,13 @@ inline bool is_gguf_file(const std::filesystem::path& path) {
     return in.gcount() == 4 && std::memcmp(magic, "GGUF", 4) == 0;
 }
 
-// ---------------------------------------------------------------- llama-architecture GGUF files
+// ------------------------------------------------- llama- and qwen2-architecture GGUF files
 
-// The Hugging Face tensor name of a llama.cpp "llama" tensor name and back:
+// The llama.cpp tensor name of a Hugging Face Llama / Qwen2 tensor name:
 //   token_embd <-> model.embed_tokens, output_norm <-> model.norm, output <-> lm_head,
 //   blk.N.{attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down}
-//   <-> model.layers.N.{input_layernorm, self_attn.{q,k,v,o}_proj, post_attention_layernorm, mlp.{gate,up,down}_proj}.
+//   <-> model.layers.N.{input_layernorm, self_attn.{q,k,v,o}_proj, post_attention_layernorm, mlp.{gate,up,down}_proj};
+//   the q/k/v biases of Qwen2 are blk.N.attn_{q,k,v}.bias.
 inline std::optional<std::string> gguf_llama_name(const std::string& hf) {
     if (hf == "model.embed_tokens.weight") return "token_embd.weight";
     if (hf == "model.norm.weight") return "output_norm.weight";
@@ -424,9 +425,10 @@ inline std::optional<std::string> gguf_llama_name(const std::string& hf) {
     static const std::pair<const char*, const char*> table[] = {
         {"input_layernorm.weight", "attn_norm"}, {"post_attention_layernorm.weight", "ffn_norm"}, {"self_attn.q_proj.weight", "attn_q"},
         {"self_attn.k_proj.weight", "attn_k"},    {"self_attn.v_proj.weight", "attn_v"},          {"self_attn.o_proj.weight", "attn_output"},
-        {"mlp.gate_proj.weight", "ffn_gate"},     {"mlp.up_proj.weight", "ffn_up"},               {"mlp.down_proj.weight", "ffn_down"}};
+        {"mlp.gate_proj.weight", "ffn_gate"},     {"mlp.up_proj.weight", "ffn_up"},               {"mlp.down_proj.weight", "ffn_down"},
+        {"self_attn.q_proj.bias", "attn_q"},      {"self_attn.k_proj.bias", "attn_k"},            {"self_attn.v_proj.bias", "attn_v"}};
     for (const auto& [h, g] : table)
-        if (rest == h) return "blk." + n + "." + g + ".weight";
+        if (rest == h) return "blk." + n + "." + g + (rest.ends_with(".bias") ? ".bias" : ".weight");
     return std::nullopt;
 }
 
@@ -447,29 +449,34 @@ inline Tensor unpermute_rotary_rows(const Tensor& w, std::int64_t n_head, const 
     return out;
 }
 
-// The model configuration a llama-architecture GGUF file describes (its metadata "llama.*").
-inline ModelConfig gguf_llama_config(const GgufFile& f) {
+// The model configuration a llama- or qwen2-architecture GGUF file describes (its metadata
+// "<arch>.*"). llama.cpp stores Llama and Mistral as "llama" (q/k rows permuted) and Qwen2 /
+// Qwen2.5 as "qwen2" (rows as Hugging Face has them; q/k/v biases).
+inline ModelConfig gguf_model_config(const GgufFile& f) {
     const std::string file = f.path().string();
     const std::string arch = f.get_string("general.architecture");
-    DEVIANT_REQUIRE(arch == "llama", "{}: general.architecture is '{}'; GGUF files of the 'llama' architecture are supported", file, arch);
+    DEVIANT_REQUIRE(arch == "llama" || arch == "qwen2",
+                    "{}: general.architecture is '{}'; GGUF files of the 'llama' and 'qwen2' architectures are supported", file, arch);
+    const std::string k = arch + ".";
     ModelConfig c;
     c.source = f.path();
-    c.model_type = "llama";
+    c.model_type = arch;
     c.family = ModelFamily::llama;
-    c.hidden_size = f.get_int("llama.embedding_length");
-    c.num_hidden_layers = f.get_int("llama.block_count");
-    c.intermediate_size = f.get_int("llama.feed_forward_length");
-    c.num_attention_heads = f.get_int("llama.attention.head_count");
-    c.num_key_value_heads = f.find("llama.attention.head_count_kv") ? f.get_int("llama.attention.head_count_kv") : c.num_attention_heads;
+    c.attention_bias = arch == "qwen2";
+    c.hidden_size = f.get_int(k + "embedding_length");
+    c.num_hidden_layers = f.get_int(k + "block_count");
+    c.intermediate_size = f.get_int(k + "feed_forward_length");
+    c.num_attention_heads = f.get_int(k + "attention.head_count");
+    c.num_key_value_heads = f.find(k + "attention.head_count_kv") ? f.get_int(k + "attention.head_count_kv") : c.num_attention_heads;
     DEVIANT_REQUIRE(c.hidden_size > 0 && c.num_hidden_layers > 0 && c.intermediate_size > 0 && c.num_attention_heads > 0 &&
                         c.num_key_value_heads > 0 && c.num_attention_heads % c.num_key_value_heads == 0,
-                    "{}: inconsistent llama metadata (embedding {}, blocks {}, feed-forward {}, heads {}, kv heads {})", file, c.hidden_size,
+                    "{}: inconsistent {} metadata (embedding {}, blocks {}, feed-forward {}, heads {}, kv heads {})", file, arch, c.hidden_size,
                     c.num_hidden_layers, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads);
-    c.head_dim = f.find("llama.rope.dimension_count") ? f.get_int("llama.rope.dimension_count") : c.hidden_size / c.num_attention_heads;
-    c.max_position_embeddings = f.find("llama.context_length") ? f.get_int("llama.context_length") : 2048;
-    c.norm_eps = f.get_number("llama.attention.layer_norm_rms_epsilon", 1e-5);
-    c.rope_theta = f.get_number("llama.rope.freq_base", 10000.0);
-    if (const GgufValue* scaling = f.find("llama.rope.scaling.type"); scaling && scaling->as_string() && *scaling->as_string() != "none")
+    c.head_dim = f.find(k + "rope.dimension_count") ? f.get_int(k + "rope.dimension_count") : c.hidden_size / c.num_attention_heads;
+    c.max_position_embeddings = f.find(k + "context_length") ? f.get_int(k + "context_length") : 2048;
+    c.norm_eps = f.get_number(k + "attention.layer_norm_rms_epsilon", 1e-5);
+    c.rope_theta = f.get_number(k + "rope.freq_base", 10000.0);
+    if (const GgufValue* scaling = f.find(k + "rope.scaling.type"); scaling && scaling->as_string() && *scaling->as_string() != "none")
         c.rope_type = *scaling->as_string();  // refused by the model, as for config.json
     const GgufTensorInfo& embd = f.info("token_embd.weight");
     DEVIANT_REQUIRE(embd.dims.size() == 2 && embd.dims[0] == c.hidden_size, "{}: token_embd.weight has dimensions {} for an embedding length of {}",
@@ -486,8 +493,9 @@ inline ModelConfig gguf_llama_config(const GgufFile& f) {
 // Hugging Face config.json text for a llama-family configuration (what a GGUF-started run saves
 // beside its safetensors weights, so that the result loads like any checkpoint directory).
 inline std::string llama_config_json(const ModelConfig& c) {
-    nlohmann::json j{{"architectures", {"LlamaForCausalLM"}},
-                     {"model_type", "llama"},
+    const bool qwen2 = c.model_type == "qwen2";
+    nlohmann::json j{{"architectures", {qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
+                     {"model_type", qwen2 ? "qwen2" : "llama"},
                      {"vocab_size", c.vocab_size},
                      {"hidden_size", c.hidden_size},
                      {"intermediate_size", c.intermediate_size},

@@ -25,14 +25,15 @@ inline ParameterSource checkpoint_source(const std::filesystem::path& dir) {
     };
 }
 
-// Reads Hugging Face-named tensors from a llama-architecture GGUF file: renamed, dequantized, and
-// q/k rows put back in rotate-half order.
+// Reads Hugging Face-named tensors from a llama- or qwen2-architecture GGUF file: renamed,
+// dequantized, and (llama) q/k rows put back in rotate-half order.
 inline ParameterSource gguf_source(std::shared_ptr<const io::GgufFile> file, const io::ModelConfig& cfg) {
     return [file, cfg](const std::string& name) -> std::optional<Tensor> {
         std::optional<std::string> g = io::gguf_llama_name(name);
         if (!g || !file->contains(*g)) return std::nullopt;
         Tensor t = file->load(*g, DType::f32);
         const std::string what = file->path().string() + ": " + *g;
+        if (cfg.model_type != "llama" || !name.ends_with(".weight")) return t;
         if (name.find("self_attn.q_proj") != std::string::npos) return io::unpermute_rotary_rows(t, cfg.num_attention_heads, what);
         if (name.find("self_attn.k_proj") != std::string::npos) return io::unpermute_rotary_rows(t, cfg.num_key_value_heads, what);
         return t;
@@ -50,7 +51,7 @@ template <class F>
 decltype(auto) with_pretrained(const std::filesystem::path& dir, F&& f, DType dtype = DType::f32) {
     if (io::is_gguf_file(dir)) {
         auto file = std::make_shared<const io::GgufFile>(io::GgufFile::open(dir));
-        io::ModelConfig cfg = io::gguf_llama_config(*file);
+        io::ModelConfig cfg = io::gguf_model_config(*file);
         auto m = std::make_unique<Llama>(cfg, gguf_source(file, cfg), 0, dtype);
         return f(*m);
     }

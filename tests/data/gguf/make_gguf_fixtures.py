@@ -23,6 +23,9 @@ special added tokens CONTROL, other added tokens USER_DEFINED, ids without a tok
 merges "a b", tokenizer.ggml.pre "gpt2" or "llama-bpe", BOS/EOS ids and add_bos_token as the
 post-processor says); no tensors. The test compares their encodings with ../tokenizers/expected.json,
 which the `tokenizers` package computed from the original tokenizer.json files.
+qwen2_f32.gguf, qwen2_q8_0.gguf: a tiny random Qwen2 (q/k/v biases, tied embeddings, so no output
+tensor) as llama.cpp's converter writes the "qwen2" architecture: the same tensor names plus
+blk.N.attn_{q,k,v}.bias, rows NOT permuted, metadata under "qwen2.*".
 expected.json: per file, the completion log-probs of ../models/pairs.jsonl under a transformers
 LlamaForCausalLM (float64) whose weights are the file's tensors dequantized by `gguf.quants`
 and permuted back.
@@ -37,7 +40,7 @@ import torch.nn.functional as F
 from gguf import GGMLQuantizationType as Q
 from gguf import GGML_QUANT_SIZES, GGUFReader, GGUFWriter
 from gguf.quants import dequantize, quantize
-from transformers import LlamaForCausalLM
+from transformers import LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = os.path.join(HERE, "..", "models")
@@ -52,6 +55,9 @@ def unpermute(w, n_head):
 
 
 def gguf_name(hf):
+    if hf.endswith(".bias"):  # qwen2 q/k/v biases
+        n = hf.split(".")[2]
+        return f"blk.{n}.attn_{hf.split('.')[4][0]}.bias"
     if hf == "model.embed_tokens.weight":
         return "token_embd.weight"
     if hf == "model.norm.weight":
@@ -202,6 +208,60 @@ def tokenizer_file(style, pre):
     w.close()
 
 
+def qwen2_model():
+    torch.manual_seed(3)
+    cfg = Qwen2Config(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=128, rope_theta=1000000.0, rms_norm_eps=1e-6,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    m = Qwen2ForCausalLM(cfg)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.15)
+            elif "norm" in name:
+                p.uniform_(0.7, 1.3)
+            else:
+                p.normal_(0.0, 0.1)  # biases
+    return m.eval(), cfg
+
+
+def write_qwen2(kind, model, cfg):
+    path = os.path.join(HERE, f"qwen2_{kind}.gguf")
+    w = GGUFWriter(path, "qwen2")
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    for hf, t in model.state_dict().items():
+        if hf == "lm_head.weight":
+            continue  # tied: llama.cpp writes no output tensor
+        arr = t.detach().numpy().astype(np.float32)
+        name = gguf_name(hf)
+        if kind == "q8_0" and arr.ndim == 2 and arr.shape[-1] % 32 == 0:
+            w.add_tensor(name, quantize(arr, Q.Q8_0), raw_shape=quantize(arr, Q.Q8_0).shape, raw_dtype=Q.Q8_0)
+        else:
+            w.add_tensor(name, arr)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    # the reference: the file's tensors, dequantized, in a float64 Qwen2
+    r = GGUFReader(path)
+    by_name = {g.name: g for g in r.tensors}
+    ref = Qwen2ForCausalLM(cfg).double()
+    sd = {}
+    for hf in ref.state_dict():
+        g = by_name["token_embd.weight" if hf == "lm_head.weight" else gguf_name(hf)]
+        arr = dequantize(g.data, g.tensor_type).astype(np.float64).reshape(tuple(reversed([int(d) for d in g.shape])))
+        sd[hf] = torch.from_numpy(np.ascontiguousarray(arr))
+    ref.load_state_dict(sd)
+    return path, ref.eval()
+
+
 def main():
     quant_blocks()
     tokenizer_file("gpt2", "gpt2")
@@ -219,6 +279,12 @@ def main():
                 "pairs": [{"chosen_logp": seq_logp(m, p["prompt_ids"], p["chosen_ids"]),
                            "rejected_logp": seq_logp(m, p["prompt_ids"], p["rejected_ids"])} for p in pairs],
             }
+        qwen, qcfg = qwen2_model()
+        for kind in ("f32", "q8_0"):
+            path, ref = write_qwen2(kind, qwen, qcfg)
+            expected[os.path.basename(path)] = {
+                "pairs": [{"chosen_logp": seq_logp(ref, p["prompt_ids"], p["chosen_ids"]),
+                           "rejected_logp": seq_logp(ref, p["prompt_ids"], p["rejected_ids"])} for p in pairs]}
         orig = model.double()
         expected["original"] = {"pairs": [{"chosen_logp": seq_logp(orig, p["prompt_ids"], p["chosen_ids"]),
                                            "rejected_logp": seq_logp(orig, p["prompt_ids"], p["rejected_ids"])} for p in pairs]}
