@@ -144,6 +144,14 @@ BOOST_AUTO_TEST_CASE(gguf_model_scores_and_trains) {
 
     Run bad = run("score --model " + data + "/gguf/make_gguf_fixtures.py --pairs " + pairs);
     BOOST_TEST(bad.status == 1);
+
+    // info --model describes the file without loading it: types per tensor count, the parameter count
+    Run info = run("info --model " + data + "/gguf/llama_q4_0.gguf");
+    BOOST_TEST_INFO(info.err);
+    BOOST_REQUIRE_EQUAL(info.status, 0);
+    BOOST_TEST(info.out.find("Q4_0: 13 tensors") != std::string::npos, info.out);
+    BOOST_TEST(info.out.find("parameters: 21664") != std::string::npos, info.out);  // 2 x 96 x 32 + 2 layers, as the safetensors model
+    BOOST_TEST(info.out.find("key/value heads: 2") != std::string::npos, info.out);
 }
 
 BOOST_AUTO_TEST_CASE(bad_input_is_one_line_error) {
