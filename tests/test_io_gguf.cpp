@@ -262,3 +262,15 @@ BOOST_AUTO_TEST_CASE(tokenizer_from_gguf_matches_tokenizers) {
     // A SentencePiece tokenizer or an unknown pre-tokenizer is refused, naming the file and the value.
     BOOST_TEST(throws_naming([] { tokenizer_from_gguf(io::GgufFile::open(gguf_dir + "llama_f32.gguf")); }, {"llama_f32.gguf", "tokenizer.ggml"}));
 }
+
+// Qwen2's pre-tokenizer ("qwen2": digits one by one) against the tokenizers package.
+BOOST_AUTO_TEST_CASE(qwen2_pre_tokenizer_matches_tokenizers) {
+    const BpeTokenizer tok = tokenizer_from_gguf(io::GgufFile::open(gguf_dir + "qwen2_tokenizer.gguf"));
+    int digits = 0;
+    for (const json& c : expected()["qwen2_tokenizer.gguf"]["cases"]) {
+        const std::string text = c["text"];
+        BOOST_TEST(tok.encode(text, false) == c["ids"].get<std::vector<TokenId>>(), "'" << text << "'");
+        digits += text.find_first_of("0123456789") != std::string::npos;
+    }
+    BOOST_TEST(digits >= 3);  // cases where Qwen2 and Llama 3 split differently
+}

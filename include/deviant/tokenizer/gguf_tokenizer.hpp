@@ -5,7 +5,8 @@
 // llama.cpp's layout: tokenizer.ggml.model "gpt2" (byte-level BPE; "llama" is SentencePiece and is
 // refused), tokens (by id), token_type (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused,
 // 6 byte), merges ("a b"), pre (the pre-tokenizer's name: "default"/"gpt2" = GPT-2's byte-level
-// regex, "llama-bpe"/"llama3" = Llama 3's split pattern; others are refused, naming the value),
+// regex, "llama-bpe"/"llama3" = Llama 3's split pattern, "qwen2" = Qwen2's; others are refused,
+// naming the value),
 // bos/eos_token_id and add_bos/add_eos_token. It is rebuilt here as the equivalent tokenizer.json
 // (every used token in the vocabulary; control tokens also as special added tokens, user-defined
 // ones as non-special added tokens; BOS/EOS as the post-processor adds them) and read by
@@ -19,6 +20,10 @@
 #include "deviant/tokenizer/bpe.hpp"
 
 namespace deviant {
+
+// Qwen2's split pattern: Llama 3's with single digits (\p{N}) instead of runs of up to three.
+inline constexpr std::string_view kQwen2Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
 inline bool gguf_has_tokenizer(const io::GgufFile& f) { return f.find("tokenizer.ggml.tokens") != nullptr; }
 
@@ -65,13 +70,14 @@ inline nlohmann::json gguf_tokenizer_json(const io::GgufFile& f) {
     nlohmann::json pre_tokenizer;
     if (pre == "default" || pre == "gpt2" || pre == "gpt-2") {
         pre_tokenizer = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
-    } else if (pre == "llama-bpe" || pre == "llama3") {
+    } else if (pre == "llama-bpe" || pre == "llama3" || pre == "qwen2") {
+        const std::string_view pattern = pre == "qwen2" ? kQwen2Pattern : kLlama3Pattern;
         pre_tokenizer = {{"type", "Sequence"},
                          {"pretokenizers",
-                          {{{"type", "Split"}, {"pattern", {{"Regex", std::string(kLlama3Pattern)}}}, {"behavior", "Isolated"}, {"invert", false}},
+                          {{{"type", "Split"}, {"pattern", {{"Regex", std::string(pattern)}}}, {"behavior", "Isolated"}, {"invert", false}},
                            {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}}}};
     } else {
-        fail("{}: tokenizer.ggml.pre is '{}', a pre-tokenizer this reader does not know (default, gpt2, llama-bpe); give --tokenizer "
+        fail("{}: tokenizer.ggml.pre is '{}', a pre-tokenizer this reader does not know (default, gpt2, llama-bpe, qwen2); give --tokenizer "
              "tokenizer.json", file, pre);
     }
 

@@ -23,6 +23,9 @@ special added tokens CONTROL, other added tokens USER_DEFINED, ids without a tok
 merges "a b", tokenizer.ggml.pre "gpt2" or "llama-bpe", BOS/EOS ids and add_bos_token as the
 post-processor says); no tensors. The test compares their encodings with ../tokenizers/expected.json,
 which the `tokenizers` package computed from the original tokenizer.json files.
+qwen2_tokenizer.gguf: ../tokenizers/llama3_style.json with Qwen2's split pattern (single digits:
+\p{N} instead of \p{N}{1,3}) stored with tokenizer.ggml.pre "qwen2"; expected.json holds the ids the
+`tokenizers` package gives for that tokenizer.json on the test strings of ../tokenizers/expected.json.
 qwen2_f32.gguf, qwen2_q8_0.gguf: a tiny random Qwen2 (q/k/v biases, tied embeddings, so no output
 tensor) as llama.cpp's converter writes the "qwen2" architecture: the same tensor names plus
 blk.N.attn_{q,k,v}.bias, rows NOT permuted, metadata under "qwen2.*".
@@ -175,8 +178,18 @@ def quant_blocks():
     w.close()
 
 
-def tokenizer_file(style, pre):
-    src = json.load(open(os.path.join(HERE, "..", "tokenizers", f"{style}_style.json")))
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def qwen2_tokenizer_json():
+    src = json.load(open(os.path.join(HERE, "..", "tokenizers", "llama3_style.json")))
+    src["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = QWEN2_PATTERN
+    return src
+
+
+def tokenizer_file(style, pre, src=None):
+    if src is None:
+        src = json.load(open(os.path.join(HERE, "..", "tokenizers", f"{style}_style.json")))
     vocab = dict(src["model"]["vocab"])
     added = {t["id"]: t for t in src.get("added_tokens", [])}
     n = max(list(vocab.values()) + list(added)) + 1
@@ -266,6 +279,7 @@ def main():
     quant_blocks()
     tokenizer_file("gpt2", "gpt2")
     tokenizer_file("llama3", "llama-bpe")
+    tokenizer_file("qwen2", "qwen2", qwen2_tokenizer_json())
     model = LlamaForCausalLM.from_pretrained(os.path.join(MODELS, "llama"), dtype=torch.float32)
     cfg = model.config
     pairs = [json.loads(l) for l in open(os.path.join(MODELS, "pairs.jsonl"))]
@@ -288,6 +302,10 @@ def main():
         orig = model.double()
         expected["original"] = {"pairs": [{"chosen_logp": seq_logp(orig, p["prompt_ids"], p["chosen_ids"]),
                                            "rejected_logp": seq_logp(orig, p["prompt_ids"], p["rejected_ids"])} for p in pairs]}
+    from tokenizers import Tokenizer
+    qwen_tok = Tokenizer.from_str(json.dumps(qwen2_tokenizer_json()))
+    texts = [c["text"] for c in json.load(open(os.path.join(HERE, "..", "tokenizers", "expected.json")))["llama3_style.json"]["cases"]]
+    expected["qwen2_tokenizer.gguf"] = {"cases": [{"text": t, "ids": qwen_tok.encode(t, add_special_tokens=False).ids} for t in texts]}
     with open(os.path.join(HERE, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1)
     print("wrote", ", ".join(sorted(expected)))
