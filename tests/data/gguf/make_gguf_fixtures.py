@@ -92,10 +92,8 @@ def storage(kind, name, arr):
     return Q.Q4_1 if name == "output.weight" else Q.Q4_0
 
 
-def write(kind, model, cfg):
-    path = os.path.join(HERE, f"llama_{kind}.gguf")
-    w = GGUFWriter(path, "llama")
-    w.add_name("deviant test llama")
+def add_model_metadata(w, cfg):
+    """The "<arch>.*" keys llama.cpp's converter writes for a Llama or Qwen2 config."""
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(cfg.hidden_size)
     w.add_block_count(cfg.num_hidden_layers)
@@ -104,6 +102,13 @@ def write(kind, model, cfg):
     w.add_head_count_kv(cfg.num_key_value_heads)
     w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+
+
+def write(kind, model, cfg):
+    path = os.path.join(HERE, f"llama_{kind}.gguf")
+    w = GGUFWriter(path, "llama")
+    w.add_name("deviant test llama")
+    add_model_metadata(w, cfg)
     w.add_rope_dimension_count(cfg.head_dim)
     w.add_vocab_size(cfg.vocab_size)
     w.add_tokenizer_model("gpt2")
@@ -241,14 +246,7 @@ def qwen2_model():
 def write_qwen2(kind, model, cfg):
     path = os.path.join(HERE, f"qwen2_{kind}.gguf")
     w = GGUFWriter(path, "qwen2")
-    w.add_context_length(cfg.max_position_embeddings)
-    w.add_embedding_length(cfg.hidden_size)
-    w.add_block_count(cfg.num_hidden_layers)
-    w.add_feed_forward_length(cfg.intermediate_size)
-    w.add_head_count(cfg.num_attention_heads)
-    w.add_head_count_kv(cfg.num_key_value_heads)
-    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
-    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    add_model_metadata(w, cfg)
     for hf, t in model.state_dict().items():
         if hf == "lm_head.weight":
             continue  # tied: llama.cpp writes no output tensor
