@@ -207,8 +207,8 @@ BOOST_AUTO_TEST_CASE(bad_headers_and_unsupported_types) {
     BOOST_TEST(throws_naming([&] { io::GgufFile::open(write("offset.gguf", tiny_gguf(3, 0, 64, 256))); }, {"offset.gguf", "'w'"}));
     BOOST_TEST(throws_naming([&] { io::GgufFile::open(write("align.gguf", tiny_gguf(3, 0, 4, 256))); }, {"align.gguf", "aligned"}));
     // a type this reader does not decode: opening works (its size is unknown), loading names the type
-    io::GgufFile k = io::GgufFile::open(write("q2k.gguf", tiny_gguf(3, 10, 0, 256)));
-    BOOST_TEST(throws_naming([&] { k.load("w"); }, {"q2k.gguf", "'w'", "Q2_K"}));
+    io::GgufFile k = io::GgufFile::open(write("iq2.gguf", tiny_gguf(3, 16, 0, 256)));
+    BOOST_TEST(throws_naming([&] { k.load("w"); }, {"iq2.gguf", "'w'", "IQ2_XXS"}));
     // a file that is not a llama model
     BOOST_TEST(throws_naming([&] { io::gguf_model_config(g); }, {"good.gguf", "llama.embedding_length"}));
 }
@@ -217,7 +217,7 @@ BOOST_AUTO_TEST_CASE(bad_headers_and_unsupported_types) {
 BOOST_AUTO_TEST_CASE(block_formats_decode_like_ggml) {
     io::GgufFile f = io::GgufFile::open(gguf_dir + "quant_blocks.gguf");
     int checked = 0;
-    for (std::string type : {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k"}) {
+    for (std::string type : {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"}) {
         BOOST_TEST_CONTEXT(type) {
             Tensor got = f.load(type), want = f.load(type + ".expected");
             BOOST_TEST((got.shape() == want.shape()));
@@ -228,7 +228,7 @@ BOOST_AUTO_TEST_CASE(block_formats_decode_like_ggml) {
             ++checked;
         }
     }
-    BOOST_TEST(checked == 8);
+    BOOST_TEST(checked == 10);
 }
 
 // The byte-level BPE tokenizer a GGUF file carries encodes and decodes like the tokenizer.json it

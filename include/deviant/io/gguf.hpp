@@ -7,9 +7,9 @@
 // first, GGML type u32, offset u64); then, aligned to general.alignment (default 32), the data.
 // Strings are u64 length + bytes. Everything is little-endian.
 // Tensor types read: F32, F16, BF16; Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (blocks of 32 values with float16
-// scales); Q4_K, Q5_K, Q6_K (super-blocks of 256 values with 6- or 8-bit sub-block scales), which
-// covers llama.cpp's common Q4_K_M / Q5_K_M / Q6_K / Q8_0 files; other types (Q2_K, Q3_K, the IQ
-// family) are refused with an error naming the type. A llama-architecture file maps onto the
+// scales); Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (super-blocks of 256 values with 4-, 6- or 8-bit sub-block
+// scales), which covers llama.cpp's Q2_K to Q8_0 files; other types (the IQ family, Q8_K, ...)
+// are refused with an error naming the type. A llama-architecture file maps onto the
 // Hugging Face Llama layout (names, rotary row order, config) with the helpers at the bottom. Shapes come back in row-major order
 // (a GGUF matrix with ne = [in, out] is (out, in)). Every count, length, offset and size is checked
 // against the file before use: a truncated or corrupt file gives a deviant::Error naming the file
@@ -27,7 +27,7 @@
 
 namespace deviant::io {
 
-enum class GgmlType : std::uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q5_0 = 6, q5_1 = 7, q8_0 = 8, q4_k = 12, q5_k = 13, q6_k = 14, bf16 = 30 };
+enum class GgmlType : std::uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q5_0 = 6, q5_1 = 7, q8_0 = 8, q2_k = 10, q3_k = 11, q4_k = 12, q5_k = 13, q6_k = 14, bf16 = 30 };
 
 // The name llama.cpp gives a GGML type id (also for the ones not read here).
 inline std::string ggml_type_name(std::uint32_t t) {
@@ -88,6 +88,8 @@ inline std::optional<std::pair<std::int64_t, std::int64_t>> ggml_block(std::uint
         case GgmlType::q4_1: return std::pair<std::int64_t, std::int64_t>{32, 20};
         case GgmlType::q5_0: return std::pair<std::int64_t, std::int64_t>{32, 22};
         case GgmlType::q5_1: return std::pair<std::int64_t, std::int64_t>{32, 24};
+        case GgmlType::q2_k: return std::pair<std::int64_t, std::int64_t>{256, 84};
+        case GgmlType::q3_k: return std::pair<std::int64_t, std::int64_t>{256, 110};
         case GgmlType::q4_k: return std::pair<std::int64_t, std::int64_t>{256, 144};
         case GgmlType::q5_k: return std::pair<std::int64_t, std::int64_t>{256, 176};
         case GgmlType::q6_k: return std::pair<std::int64_t, std::int64_t>{256, 210};
@@ -284,7 +286,7 @@ public:
     Tensor load(const std::string& name, DType dtype = DType::f32) const {
         const GgufTensorInfo& t = info(name);
         DEVIANT_REQUIRE(detail::ggml_block(t.type).has_value(), "{}: tensor '{}' is stored as {}, which this reader does not decode "
-                        "(F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)", path_.string(), name, ggml_type_name(t.type));
+                        "(F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)", path_.string(), name, ggml_type_name(t.type));
         Tensor out = Tensor::empty(t.shape(), DType::f32);
         float* dst = out.data<float>();
         const std::byte* src = map_->bytes() + data_start_ + t.offset;
@@ -365,6 +367,34 @@ public:
                             if (five) q |= ((qh[l] >> j) & 1) << 4;
                             dst[b * 256 + 32 * j + l] = ds * float(q) - dm;
                         }
+                    }
+                }
+                break;
+            case GgmlType::q2_k:  // {u8 scales[16]; u8 q[64]; f16 d; f16 dmin}: 2-bit q, per 16 values a 4-bit scale and min
+                for (std::int64_t b = 0; b < n / 256; ++b) {
+                    const auto* blk = reinterpret_cast<const std::uint8_t*>(src + b * 84);
+                    const std::uint8_t *scales = blk, *qs = blk + 16;
+                    const float d = f16_to_f32(u16(src + b * 84 + 80)), dmin = f16_to_f32(u16(src + b * 84 + 82));
+                    for (int e = 0; e < 256; ++e) {
+                        const int half = e / 128, r = e % 128;  // q: [half][shift][32]
+                        const int q = (qs[32 * half + r % 32] >> (2 * (r / 32))) & 0x03;
+                        const int g = e / 16;
+                        dst[b * 256 + e] = (d * float(scales[g] & 0x0F)) * float(q) - dmin * float(scales[g] >> 4);
+                    }
+                }
+                break;
+            case GgmlType::q3_k:  // {u8 hmask[32]; u8 q[64]; u8 scales[12]; f16 d}: 3-bit q - 4 when its hmask bit is clear
+                for (std::int64_t b = 0; b < n / 256; ++b) {
+                    const auto* blk = reinterpret_cast<const std::uint8_t*>(src + b * 110);
+                    const std::uint8_t *hmask = blk, *qs = blk + 32, *sc = blk + 96;
+                    const float d = f16_to_f32(u16(src + b * 110 + 108));
+                    int scale[16];  // 6-bit: low nibbles of bytes 0-7 (then their high nibbles), top 2 bits from bytes 8-11
+                    for (int k = 0; k < 16; ++k) scale[k] = int(((sc[k % 8] >> (4 * (k / 8))) & 0x0F) | (((sc[8 + k % 4] >> (2 * (k / 4))) & 0x03) << 4)) - 32;
+                    for (int e = 0; e < 256; ++e) {
+                        const int half = e / 128, r = e % 128;
+                        const int low = (qs[32 * half + r % 32] >> (2 * (r / 32))) & 0x03;
+                        const int high = (hmask[e % 32] >> (e / 32)) & 0x01;
+                        dst[b * 256 + e] = (d * float(scale[e / 16])) * float(low - (high ? 0 : 4));
                     }
                 }
                 break;

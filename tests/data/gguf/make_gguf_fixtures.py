@@ -14,7 +14,7 @@ output_norm, output; GGUF dimensions listed fastest first (a (out, in) matrix is
 q and k rows permuted from Hugging Face's rotate-half order to llama.cpp's interleaved order:
 w.reshape(n_head, 2, rows // n_head // 2, cols).swapaxes(1, 2).reshape(rows, cols), with
 n_head = head_count for q and head_count_kv for k.
-quant_blocks.gguf: for each of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K a (2, 512) tensor of
+quant_blocks.gguf: for each of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K a (2, 512) tensor of
 random blocks (finite float16 scales, random quants) named after the type, and beside it
 "<type>.expected", the same values dequantized by gguf.quants as float32.
 gpt2_tokenizer.gguf, llama3_tokenizer.gguf: ../tokenizers/{gpt2,llama3}_style.json as llama.cpp
@@ -164,13 +164,13 @@ def quant_blocks():
     rng = np.random.default_rng(7)
     w = GGUFWriter(os.path.join(HERE, "quant_blocks.gguf"), "none")
     rows, cols = 2, 512
-    for qt in (Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q4_K, Q.Q5_K, Q.Q6_K):
+    for qt in (Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K):
         block, size = GGML_QUANT_SIZES[qt]
         n_blocks = rows * cols // block
         raw = rng.integers(0, 256, size=(n_blocks, size), dtype=np.uint8)
         # float16 fields (scales, minimums) finite and of modest size
         halves = {Q.Q8_0: [0], Q.Q4_0: [0], Q.Q5_0: [0], Q.Q4_1: [0, 2], Q.Q5_1: [0, 2], Q.Q4_K: [0, 2], Q.Q5_K: [0, 2],
-                  Q.Q6_K: [size - 2]}[qt]
+                  Q.Q6_K: [size - 2], Q.Q2_K: [size - 4, size - 2], Q.Q3_K: [size - 2]}[qt]
         for off in halves:
             raw[:, off:off + 2] = rng.uniform(-0.05, 0.05, size=n_blocks).astype(np.float16).view(np.uint8).reshape(n_blocks, 2)
         raw = raw.reshape(rows, cols // block * size)
