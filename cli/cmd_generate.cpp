@@ -66,11 +66,7 @@ std::vector<std::int64_t> stop_ids(const BpeTokenizer& tok, const ModelConfig& c
 
 template <class Model>
 int run_generate(Model& model, const GenerateOptions& o) {
-    // --tokenizer, else the model's: the one a GGUF file carries or tokenizer.json beside a checkpoint
-    const std::filesystem::path tok_path = !o.tokenizer.empty()       ? std::filesystem::path(o.tokenizer)
-                                           : io::is_gguf_file(o.model) ? std::filesystem::path(o.model)
-                                                                       : std::filesystem::path(o.model) / "tokenizer.json";
-    const BpeTokenizer tok = load_tokenizer(tok_path);
+    const BpeTokenizer tok = load_tokenizer(!o.tokenizer.empty() ? std::filesystem::path(o.tokenizer) : model_tokenizer_path(o.model));
     const std::vector<PromptLine> prompts = read_prompts(o.prompts);
     data::TokenizeOptions topts;
     topts.use_chat_template = o.chat_template;

@@ -177,11 +177,7 @@ int run_training(Model& policy, const TrainArgs& a, const io::ModelConfig& confi
         cuda::require_available();
         policy.to(device);
     }
-    // The tokenizer: --tokenizer, else the model's (tokenizer.json beside a checkpoint, or the one a GGUF file carries).
-    std::string tok_path = !a.tokenizer.empty()         ? a.tokenizer
-                           : io::is_gguf_file(a.model) ? a.model
-                           : !a.model.empty()           ? (fs::path(a.model) / "tokenizer.json").string()
-                                                        : "";
+    std::string tok_path = !a.tokenizer.empty() ? a.tokenizer : model_tokenizer_path(a.model).string();
     TruncationOptions trunc;
     trunc.max_length = a.max_length;
     trunc.max_prompt_length = a.max_prompt_length;

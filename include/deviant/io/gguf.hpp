@@ -520,30 +520,4 @@ inline ModelConfig gguf_model_config(const GgufFile& f) {
     return c;
 }
 
-// Hugging Face config.json text for a llama-family configuration (what a GGUF-started run saves
-// beside its safetensors weights, so that the result loads like any checkpoint directory).
-inline std::string llama_config_json(const ModelConfig& c) {
-    const bool qwen2 = c.model_type == "qwen2";
-    nlohmann::json j{{"architectures", {qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
-                     {"model_type", qwen2 ? "qwen2" : "llama"},
-                     {"vocab_size", c.vocab_size},
-                     {"hidden_size", c.hidden_size},
-                     {"intermediate_size", c.intermediate_size},
-                     {"num_hidden_layers", c.num_hidden_layers},
-                     {"num_attention_heads", c.num_attention_heads},
-                     {"num_key_value_heads", c.num_key_value_heads},
-                     {"head_dim", c.head_dim},
-                     {"max_position_embeddings", c.max_position_embeddings},
-                     {"rms_norm_eps", c.norm_eps},
-                     {"rope_theta", c.rope_theta},
-                     {"hidden_act", c.hidden_act.empty() ? "silu" : c.hidden_act},
-                     {"tie_word_embeddings", c.tie_word_embeddings},
-                     {"attention_bias", c.attention_bias},
-                     {"mlp_bias", c.mlp_bias},
-                     {"torch_dtype", "float32"}};
-    if (c.bos_token_ids.size() == 1) j["bos_token_id"] = c.bos_token_ids[0];
-    if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
-    return j.dump(2) + "\n";
-}
-
 }  // namespace deviant::io

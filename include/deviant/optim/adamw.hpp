@@ -24,10 +24,9 @@
 
 namespace deviant::kernels {
 // One AdamW update of a contiguous parameter (f32/bf16 with f32 state, or f64 with f64 state);
-// grad has the parameter's dtype and shape. `master` is undefined (null data) or, for a bf16
-// parameter, its float32 master copy: then the update runs on the master and param = bf16(master).
+// grad has the parameter's dtype and shape. The optimizer uses it for float64 parameters.
 DEVIANT_CUDA_LAUNCHER(adamw_step, const TensorRef& param, const TensorRef& grad, const TensorRef& exp_avg,
-                      const TensorRef& exp_avg_sq, const TensorRef& master, const optim::AdamWCoefficients& c)
+                      const TensorRef& exp_avg_sq, const optim::AdamWCoefficients& c)
 // The same update for `count` float32-state parameters (f32, or bf16 with an optional master) in few launches.
 DEVIANT_CUDA_LAUNCHER(adamw_step_many, const optim::AdamWTensorF32* tensors, std::int64_t count)
 }  // namespace deviant::kernels
@@ -120,7 +119,7 @@ public:
                 batch.push_back(table_entry(s, g, c));
                 keep.push_back(std::move(g));  // a converted gradient lives until the launch
             } else if (p.value.device() == Device::cuda) {
-                kernels::adamw_step(p.value.ref(), g.ref(), s.exp_avg.ref(), s.exp_avg_sq.ref(), TensorRef{}, c);
+                kernels::adamw_step(p.value.ref(), g.ref(), s.exp_avg.ref(), s.exp_avg_sq.ref(), c);
             } else {
                 cpu_step(p.value, g, s.exp_avg, s.exp_avg_sq, c, s.master.defined() ? &s.master : nullptr);
             }

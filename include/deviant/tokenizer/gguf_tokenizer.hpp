@@ -122,6 +122,13 @@ inline BpeTokenizer tokenizer_from_gguf(const io::GgufFile& f) {
     return BpeTokenizer::from_json(gguf_tokenizer_json(f), fmt::format("GGUF tokenizer of '{}'", f.path().string()));
 }
 
+// Where a model's tokenizer is when none is named: the GGUF file itself (it carries one), else
+// tokenizer.json in the checkpoint directory; empty for no model.
+inline std::filesystem::path model_tokenizer_path(const std::filesystem::path& model) {
+    if (model.empty()) return {};
+    return io::is_gguf_file(model) ? model : model / "tokenizer.json";
+}
+
 // A tokenizer from a tokenizer.json or from the GGUF file that carries one.
 inline BpeTokenizer load_tokenizer(const std::filesystem::path& path) {
     if (io::is_gguf_file(path)) return tokenizer_from_gguf(io::GgufFile::open(path));
