@@ -9,6 +9,8 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <numeric>
+#include <random>
 #include <nlohmann/json.hpp>
 
 #include "deviant/generate/sampler.hpp"
@@ -268,6 +270,97 @@ BOOST_AUTO_TEST_CASE(sampling_with_top_k_one_is_greedy) {
     auto got = generate(tiny_llama(), prompts, o, 1);
     auto want = ids_of(fixture()["greedy"][0]["generated"]);
     BOOST_TEST(got == want);
+}
+
+// Incremental decoding (KV cache) gives the tokens of the full recompute, for sampled rows of
+// different prompt lengths together, on every family and on RoPE-scaled and sliding-window
+// models (Mistral's window of 5 is far shorter than the rows), in float32 and bfloat16.
+namespace {
+template <class Model>
+void check_cache_matches_recompute(const Model& m, const std::string& what) {
+    std::vector<std::vector<std::int64_t>> prompts = {{1, 5, 9, 13}, {1, 7}, {1, 20, 21, 22, 23, 24, 25, 26, 27}, {3}};
+    SamplingOptions o;
+    o.max_new_tokens = 14;
+    o.seed = 5;
+    o.show_progress = false;
+    o.top_k = 0;
+    o.top_p = 0.9;
+    o.stop_ids = {2};
+    for (std::int64_t batch : {0, 3}) {
+        o.batch_size = batch;
+        o.use_cache = true;
+        auto cached = generate(m, prompts, o, 2);
+        o.use_cache = false;
+        auto full = generate(m, prompts, o, 2);
+        BOOST_TEST_CONTEXT(what << " batch " << batch) {
+            BOOST_TEST(cached.size() == full.size());
+            for (std::size_t i = 0; i < cached.size(); ++i) BOOST_TEST(cached[i] == full[i], boost::test_tools::per_element());
+        }
+    }
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(kv_cache_matches_full_recompute) {
+    check_cache_matches_recompute(tiny_llama(), "llama");
+    check_cache_matches_recompute(*load_pretrained_as<Gpt2>(data_dir + "models/gpt2"), "gpt2");
+    for (const char* name : {"mistral", "llama31", "yarn"})  // (dynamic: cached keys keep the frequencies they were made with, as in transformers)
+        check_cache_matches_recompute(*load_pretrained_as<Llama>(data_dir + "rope/" + name), name);
+    check_cache_matches_recompute(*load_pretrained_as<Llama>(data_dir + "models/llama", DType::bf16), "llama bf16");
+}
+
+// The cache's logits equal the full forward's at every position (not only the argmax).
+BOOST_AUTO_TEST_CASE(kv_cache_logits_equal_full_forward) {
+    auto m = load_pretrained_as<Llama>(data_dir + "rope/mistral");
+    const std::vector<std::int64_t> ids = {1, 8, 30, 31, 2, 44, 45, 46, 50, 60, 61, 70};
+    const std::int64_t T = std::int64_t(ids.size());
+    Tape t;
+    Tensor full = m->sampling_logits(t, TokenBatch{Tensor::from(ids, {1, T}), Tensor{}});  // (1, T, V)
+    KvCache cache = m->make_kv_cache(1, T);
+    // prefill 5, then one by one
+    std::vector<std::int64_t> head(ids.begin(), ids.begin() + 5);
+    Tensor l = m->cached_logits(Tensor::from(head, {1, 5}), cache, {4}, {5});
+    double worst = 0;
+    auto compare = [&](const Tensor& got, std::int64_t pos) {
+        auto g = got.to_vector<double>();
+        auto w = full.select(0, 0).select(0, pos).to_vector<double>();
+        for (std::size_t v = 0; v < g.size(); ++v) worst = std::max(worst, std::abs(g[v] - w[v]));
+    };
+    compare(l, 4);
+    for (std::int64_t p = 5; p < T; ++p) {
+        l = m->cached_logits(Tensor::from(std::vector<std::int64_t>{ids[std::size_t(p)]}, {1, 1}), cache, {0}, {1});
+        compare(l, p);
+    }
+    BOOST_TEST(worst < 1e-5);
+    BOOST_TEST(cache.lengths[0] == T);
+    BOOST_CHECK_THROW(m->cached_logits(Tensor::from(std::vector<std::int64_t>{3}, {1, 1}), cache, {0}, {1}), Error);  // cache full
+}
+
+// Top-p without the full sort keeps exactly the set the sorted definition keeps.
+BOOST_AUTO_TEST_CASE(top_p_selection_equals_the_sorted_definition) {
+    std::mt19937_64 rng(3);
+    for (int trial = 0; trial < 200; ++trial) {
+        const std::size_t V = 1 + rng() % 3000;
+        std::vector<double> logits(V);
+        for (double& l : logits) l = double(std::int64_t(rng() % 4000)) / 400.0 - 5.0;  // many ties
+        if (trial % 3 == 0) logits[rng() % V] = -kInf;
+        const double top_p = 0.05 + double(rng() % 900) / 1000.0;
+        std::vector<double> got = logits;
+        apply_top_p(got, top_p);
+        // reference: the definition, sorted ascending (stable), cumulative, removed while <= 1 - top_p
+        std::vector<double> want = logits;
+        std::vector<std::size_t> order(V);
+        std::iota(order.begin(), order.end(), std::size_t(0));
+        std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return logits[a] < logits[b]; });
+        std::vector<double> p = softmax_probs(logits);
+        double cum = 0;
+        for (std::size_t r = 0; r + 1 < V; ++r) {
+            cum += p[order[r]];
+            if (cum <= 1.0 - top_p) want[order[r]] = -kInf;
+        }
+        std::size_t differ = 0;
+        for (std::size_t i = 0; i < V; ++i) differ += std::isinf(got[i]) != std::isinf(want[i]);
+        BOOST_TEST(differ == 0u, "trial " << trial << " V " << V << " top_p " << top_p);
+    }
 }
 
 BOOST_AUTO_TEST_CASE(bad_requests_are_errors) {

@@ -6,6 +6,9 @@
 #define BOOST_TEST_MODULE models
 #include <boost/test/unit_test.hpp>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -211,12 +214,117 @@ BOOST_AUTO_TEST_CASE(bad_pairs_name_file_line_and_field) {
 // Configurations the layer set cannot compute exactly are refused, not approximated.
 BOOST_AUTO_TEST_CASE(unsupported_rope_scaling_and_activation_are_errors) {
     io::ModelConfig c = tiny_config(io::ModelFamily::llama);
-    c.rope_type = "llama3";
-    BOOST_CHECK_EXCEPTION(Llama{c}, Error, [](const Error& e) { return std::string(e.what()).find("llama3") != std::string::npos; });
+    c.rope_type = "longrope";
+    BOOST_CHECK_EXCEPTION(Llama{c}, Error, [](const Error& e) { return std::string(e.what()).find("longrope") != std::string::npos; });
     c = tiny_config(io::ModelFamily::llama);
     c.hidden_act = "gelu";
     BOOST_CHECK_THROW(Llama{c}, Error);
     c = tiny_config(io::ModelFamily::gpt2);
     c.hidden_act = "relu";
     BOOST_CHECK_THROW(Gpt2{c}, Error);
+}
+
+// RoPE scaling (llama3, linear, dynamic, yarn) and sliding-window attention against transformers
+// (tests/data/rope/make_rope_fixtures.py, float64 reference): every row's per-token log-probs
+// within 1e-4 relative in float32, and a negative control: plain RoPE / full attention differ.
+namespace {
+std::vector<std::vector<double>> rope_fixture_logprobs(const Llama& m, const json& rows) {
+    std::vector<std::vector<double>> out;
+    for (const json& r : rows) {
+        std::vector<std::int64_t> ids = r.get<std::vector<std::int64_t>>();
+        Tape t;
+        NoGradGuard ng;
+        Var lp = m.next_token_logprobs(t, TokenBatch{Tensor::from(ids, {1, std::int64_t(ids.size())}), Tensor{}});
+        out.push_back(lp.value().to_vector<double>());
+    }
+    return out;
+}
+double max_rel_diff(const std::vector<std::vector<double>>& a, const json& b) {
+    double worst = 0;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        for (std::size_t j = 0; j < a[i].size(); ++j) worst = std::max(worst, rel(a[i][j], b[i][j].get<double>()));
+    return worst;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(rope_scaling_and_sliding_window_match_transformers) {
+    const std::string rdir = DEVIANT_TEST_DATA_DIR "/rope/";
+    std::ifstream in(rdir + "expected.json");
+    const json e = json::parse(in);
+    for (const char* name : {"llama31", "linear", "dynamic", "yarn", "yarn_mscale", "mistral", "qwen2_window"}) {
+        BOOST_TEST_CONTEXT(name) {
+            auto m = load_pretrained_as<Llama>(rdir + name, DType::f32);
+            const json& want = e[name];
+            const double diff = max_rel_diff(rope_fixture_logprobs(*m, want["rows"]), want["logprobs"]);
+            BOOST_TEST(diff < 1e-4, name << ": max relative difference " << diff);
+            // negative control: without the scaling / the window the numbers move
+            if (std::string(name) != "qwen2_window") {
+                io::ModelConfig plain = m->config;
+                plain.rope_type = plain.rope.type = "default";
+                plain.sliding_window = 0;
+                auto p = std::make_unique<Llama>(plain, checkpoint_source(rdir + name), 0, DType::f32);
+                const double off = max_rel_diff(rope_fixture_logprobs(*p, want["rows"]), want["logprobs"]);
+                BOOST_TEST(off > 1e-3, name << ": plain RoPE / full attention differs by only " << off);
+            }
+        }
+    }
+    // the configs were read as written
+    BOOST_TEST(io::load_model_config(rdir + "llama31").rope.original_max_position_embeddings == 512);
+    BOOST_TEST(io::load_model_config(rdir + "mistral").sliding_window == 5);
+    BOOST_TEST(io::load_model_config(rdir + "qwen2_window").sliding_window == 0);  // use_sliding_window false
+}
+
+// transformers 4.x spelling (rope_scaling with "type"), refused types and bad parameters.
+BOOST_AUTO_TEST_CASE(rope_scaling_config_spellings_and_errors) {
+    const auto dir_ = std::filesystem::temp_directory_path() / ("deviant_rope_cfg_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+    auto read = [&](const std::string& extra) {
+        std::ofstream(dir_ / "config.json") << R"({"model_type": "llama", "vocab_size": 96, "hidden_size": 32, "intermediate_size": 48,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 128)" << extra << "}";
+        return io::load_model_config(dir_);
+    };
+    io::ModelConfig c = read(R"(, "rope_theta": 500000.0, "rope_scaling": {"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})");
+    BOOST_TEST(c.rope_type == "llama3");
+    BOOST_TEST(c.rope.factor == 8.0);
+    BOOST_TEST(c.rope_theta == 500000.0);
+    auto refused = [&](const std::string& extra, const std::string& needle) {
+        BOOST_CHECK_EXCEPTION(read(extra), Error, [&](const Error& err) {
+            const std::string m = err.what();
+            BOOST_TEST_MESSAGE(m);
+            return m.find(needle) != std::string::npos && m.find("config.json") != std::string::npos;
+        });
+    };
+    refused(R"(, "rope_scaling": {"rope_type": "longrope", "factor": 2.0})", "longrope");
+    refused(R"(, "rope_scaling": {"rope_type": "linear", "factor": -2.0})", "factor");
+    refused(R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0})", "low_freq_factor");
+    refused(R"(, "rope_scaling": {"rope_type": "linear", "factor": 2.0, "partial_rotary_factor": 0.5})", "partial_rotary_factor");
+    refused(R"(, "sliding_window": -3)", "sliding_window");
+    std::filesystem::remove_all(dir_);
+}
+
+// The GGUF form of Llama 3.1's scaling (per-frequency divisors) is recognised as llama3.
+BOOST_AUTO_TEST_CASE(gguf_rope_divisors_are_read_as_llama3) {
+    io::ModelConfig c = io::load_model_config(DEVIANT_TEST_DATA_DIR "/rope/llama31");
+    const std::vector<double> scaled = nn::rotary_frequencies(c).inv_freq;
+    io::ModelConfig g = c;
+    g.rope_type = g.rope.type = "default";
+    const std::vector<double> plain = nn::rotary_frequencies(g).inv_freq;
+    // Llama 3.x's own parameters (original context 8192)
+    c.rope.original_max_position_embeddings = 8192;
+    const std::vector<double> llama31 = nn::rotary_frequencies(c).inv_freq;
+    for (std::size_t i = 0; i < plain.size(); ++i) g.rope.frequency_divisors.push_back(plain[i] / llama31[i]);
+    BOOST_TEST(nn::divisors_as_llama3(g));
+    BOOST_TEST(g.rope_type == "llama3");
+    BOOST_TEST(g.rope.factor == 8.0);
+    BOOST_TEST(g.rope.frequency_divisors.empty());
+    BOOST_TEST(std::abs(scaled[1] - plain[1]) > 1e-9);  // the fixture's scaling moves the frequencies
+    // divisors that match no llama3 setting stay divisors, and a config.json cannot state them
+    io::ModelConfig odd = c;
+    odd.rope_type = odd.rope.type = "default";
+    odd.rope.frequency_divisors.assign(plain.size(), 3.0);
+    BOOST_TEST(!nn::divisors_as_llama3(odd));
+    BOOST_CHECK_THROW(io::llama_config_json(odd), Error);
+    const std::vector<double> f = nn::rotary_frequencies(odd).inv_freq;
+    BOOST_TEST(std::abs(f[1] - plain[1] / 3.0) < 1e-15);
 }

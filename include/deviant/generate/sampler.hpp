@@ -19,8 +19,10 @@
 //
 // generate() batches rows left-aligned (B, T): row tokens get segment id 0 and the right padding
 // segment id 1, so padding is never attended to and every row keeps its own positions 0..len-1.
-// Each step recomputes the full forward pass (no KV cache: simple and exact, meant for small
-// models and evaluation-sized runs) and copies each row's logits (V) at its last token to the
+// On the CPU (use_cache) decoding is incremental: one prefill of the right-padded prompts fills a
+// KV cache (ops/cached_attention.hpp), then each step runs one new token per row and applies the
+// LM head to that position only; finished rows leave the cache. Elsewhere (CUDA) each step
+// recomputes the full forward pass. Either way each row's logits (V) at its last token go to the
 // host, where the processors and the draw run in float64.
 #pragma once
 #include <algorithm>
@@ -48,6 +50,7 @@ struct SamplingOptions {
     std::vector<std::int64_t> stop_ids;    // a row ends after producing one of these (kept in its output)
     std::int64_t batch_size = 16;          // rows per forward pass (0: all rows at once)
     bool show_progress = true;             // progress bar on stderr
+    bool use_cache = true;                 // incremental decoding with a KV cache (CPU models); false: full forward per token
 };
 
 inline void validate_sampling(const SamplingOptions& o) {
@@ -105,18 +108,36 @@ inline std::vector<double> softmax_probs(std::span<const double> logits) {
 }
 
 // TopPLogitsWarper: ascending sort (stable, so ties keep id order), cumulative probabilities,
-// tokens with cumulative <= 1 - top_p removed, the last (most likely) always kept.
+// tokens with cumulative <= 1 - top_p removed, the last (most likely) always kept. Without a
+// full sort: the m most likely tokens are selected (m = 64, doubled until their mass reaches
+// top_p); every other token lies below them in the ascending order and its cumulative is at most
+// 1 - mass <= 1 - top_p, so it is removed; only the m candidates are sorted.
 inline void apply_top_p(std::span<double> logits, double top_p) {
     if (top_p >= 1.0) return;
-    std::vector<std::size_t> order(logits.size());
+    const std::vector<double> p = softmax_probs(logits);
+    const std::size_t V = logits.size();
+    std::vector<std::size_t> order(V);
     std::iota(order.begin(), order.end(), std::size_t(0));
-    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return logits[a] < logits[b]; });
-    std::vector<double> p = softmax_probs(logits);
+    // descending likelihood; among equal logits the higher id first (the ascending stable order reversed)
+    const auto more_likely = [&](std::size_t a, std::size_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a > b); };
+    std::size_t m = std::min<std::size_t>(64, V);
+    double mass = 0;
+    for (;;) {
+        std::nth_element(order.begin(), order.begin() + std::ptrdiff_t(m - 1), order.end(), more_likely);
+        mass = 0;
+        for (std::size_t r = 0; r < m; ++r) mass += p[order[r]];
+        if (mass >= top_p * (1 + 1e-12) || m == V) break;
+        m = std::min(V, 2 * m);
+    }
+    std::sort(order.begin(), order.begin() + std::ptrdiff_t(m), more_likely);
+    // ascending walk: first the V - m tokens outside the candidates (mass 1 - mass), then the candidates from the least likely
     double cum = 0;
-    std::vector<std::size_t> removed;
-    for (std::size_t r = 0; r + 1 < order.size(); ++r) {
+    for (std::size_t r = m; r < V; ++r) cum += p[order[r]];
+    std::vector<std::size_t> removed(order.begin() + std::ptrdiff_t(m), order.end());
+    for (std::size_t r = m; r-- > 1;) {  // never the most likely (r = 0)
         cum += p[order[r]];
         if (cum <= 1.0 - top_p) removed.push_back(order[r]);
+        else break;
     }
     for (std::size_t i : removed) logits[i] = -std::numeric_limits<double>::infinity();
 }
@@ -223,12 +244,63 @@ std::vector<std::vector<std::int64_t>> generate(const Model& model, const std::v
     std::int64_t finished = 0, pending_tokens = 0;
     auto is_stop = [&](std::int64_t id) { return std::find(options.stop_ids.begin(), options.stop_ids.end(), id) != options.stop_ids.end(); };
 
+    // Draws row r's next token from its logits (V) and reports whether the row is done.
+    auto step_row = [&](std::size_t r, std::vector<double> l) {
+        Row& row = rows[r];
+        const std::int64_t token = next_token(std::move(l), row.tokens, options, row.rng);
+        row.tokens.push_back(token);
+        ++pending_tokens;
+        const bool done = is_stop(token) || std::int64_t(row.tokens.size() - row.prompt_len) >= options.max_new_tokens;
+        if (done) ++finished;
+        return done;
+    };
+    const bool cached = options.use_cache && model.device() == Device::cpu;
+
     for (std::size_t begin = 0; begin < rows.size(); begin += chunk) {
         std::vector<std::size_t> active;
         for (std::size_t r = begin; r < std::min(rows.size(), begin + chunk); ++r) active.push_back(r);
         if (options.max_new_tokens == 0) {
             finished += std::int64_t(active.size());
             active.clear();
+        }
+        if (cached && !active.empty()) {
+            // Prefill: the prompts right-padded to the longest, each row's logits at its own last token;
+            // then one token per row and step, finished rows dropped from the cache.
+            std::int64_t Tp = 0;
+            for (std::size_t r : active) Tp = std::max(Tp, std::int64_t(rows[r].tokens.size()));
+            const std::int64_t B = std::int64_t(active.size());
+            KvCache cache = model.make_kv_cache(B, Tp + options.max_new_tokens);
+            std::vector<std::int64_t> ids(static_cast<std::size_t>(B * Tp), 0), last(static_cast<std::size_t>(B)), advance(static_cast<std::size_t>(B));
+            for (std::int64_t b = 0; b < B; ++b) {
+                const auto& tok = rows[active[std::size_t(b)]].tokens;
+                std::copy(tok.begin(), tok.end(), ids.begin() + b * Tp);
+                last[std::size_t(b)] = std::int64_t(tok.size()) - 1;
+                advance[std::size_t(b)] = std::int64_t(tok.size());
+            }
+            Tensor logits = model.cached_logits(Tensor::from(ids, {B, Tp}), cache, last, advance);  // (B, V)
+            while (!active.empty()) {
+                DEVIANT_REQUIRE(logits.rank() == 2 && logits.size(1) == V, "model logits {} do not have the vocabulary size {}",
+                                logits.shape().str(), V);
+                std::vector<std::size_t> still;
+                std::vector<std::int64_t> keep;
+                for (std::size_t b = 0; b < active.size(); ++b)
+                    if (!step_row(active[b], logits.select(0, std::int64_t(b)).template to_vector<double>())) {
+                        still.push_back(active[b]);
+                        keep.push_back(std::int64_t(b));
+                    }
+                if (still.size() != active.size()) {
+                    progress.update(finished, pending_tokens);
+                    pending_tokens = 0;
+                    if (!still.empty()) cache.keep_rows(keep);
+                }
+                active = std::move(still);
+                if (active.empty()) break;
+                const std::int64_t Bn = std::int64_t(active.size());
+                std::vector<std::int64_t> next(static_cast<std::size_t>(Bn));
+                for (std::int64_t b = 0; b < Bn; ++b) next[std::size_t(b)] = rows[active[std::size_t(b)]].tokens.back();
+                logits = model.cached_logits(Tensor::from(next, {Bn, 1}), cache, std::vector<std::int64_t>(std::size_t(Bn), 0),
+                                             std::vector<std::int64_t>(std::size_t(Bn), 1));
+            }
         }
         while (!active.empty()) {
             const std::int64_t B = std::int64_t(active.size());
@@ -246,15 +318,10 @@ std::vector<std::vector<std::int64_t>> generate(const Model& model, const std::v
             DEVIANT_REQUIRE(logits.rank() == 3 && logits.size(2) == V, "model logits {} do not have the vocabulary size {}", logits.shape().str(), V);
             std::vector<std::size_t> still;
             for (std::int64_t b = 0; b < B; ++b) {
-                Row& row = rows[active[std::size_t(b)]];
+                const std::size_t r = active[std::size_t(b)];
                 // the row's logits (V) at its last token: one view, copied to the host
-                std::vector<double> l = logits.select(0, b).select(0, std::int64_t(row.tokens.size()) - 1).template to_vector<double>();
-                const std::int64_t token = next_token(std::move(l), row.tokens, options, row.rng);
-                row.tokens.push_back(token);
-                ++pending_tokens;
-                const bool done = is_stop(token) || std::int64_t(row.tokens.size() - row.prompt_len) >= options.max_new_tokens;
-                if (done) ++finished;
-                else still.push_back(active[std::size_t(b)]);
+                std::vector<double> l = logits.select(0, b).select(0, std::int64_t(rows[r].tokens.size()) - 1).template to_vector<double>();
+                if (!step_row(r, std::move(l))) still.push_back(r);
             }
             if (still.size() != active.size()) {
                 progress.update(finished, pending_tokens);

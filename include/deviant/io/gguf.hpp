@@ -506,8 +506,27 @@ inline ModelConfig gguf_model_config(const GgufFile& f) {
     c.max_position_embeddings = f.find(k + "context_length") ? f.get_int(k + "context_length") : 2048;
     c.norm_eps = f.get_number(k + "attention.layer_norm_rms_epsilon", 1e-5);
     c.rope_theta = f.get_number(k + "rope.freq_base", 10000.0);
-    if (const GgufValue* scaling = f.find(k + "rope.scaling.type"); scaling && scaling->as_string() && *scaling->as_string() != "none")
-        c.rope_type = *scaling->as_string();  // refused by the model, as for config.json
+    // RoPE scaling: rope.scaling.{type, factor, original_context_length}; Llama 3.1 files instead
+    // carry the llama3 divisors of each frequency as the tensor rope_freqs.weight (D/2 float32).
+    if (const GgufValue* scaling = f.find(k + "rope.scaling.type"); scaling && scaling->as_string() && *scaling->as_string() != "none") {
+        c.rope_type = *scaling->as_string();
+        DEVIANT_REQUIRE(is_supported_rope_type(c.rope_type), "{}: {}rope.scaling.type is '{}', which is not supported (supported: {})", file, k,
+                        c.rope_type, kSupportedRopeTypes);
+        c.rope.factor = f.get_number(k + "rope.scaling.factor", 1.0);
+        DEVIANT_REQUIRE(std::isfinite(c.rope.factor) && c.rope.factor > 0, "{}: {}rope.scaling.factor must be positive, got {}", file, k,
+                        c.rope.factor);
+        if (f.find(k + "rope.scaling.original_context_length"))
+            c.rope.original_max_position_embeddings = f.get_int(k + "rope.scaling.original_context_length");
+    }
+    c.rope.type = c.rope_type;
+    if (!c.rope.original_max_position_embeddings) c.rope.original_max_position_embeddings = c.max_position_embeddings;
+    if (f.contains("rope_freqs.weight")) {
+        Tensor d = f.load("rope_freqs.weight", DType::f64);
+        DEVIANT_REQUIRE(d.numel() * 2 == c.head_dim, "{}: rope_freqs.weight has {} values for a head size of {} (need {})", file, d.numel(),
+                        c.head_dim, c.head_dim / 2);
+        c.rope.frequency_divisors = d.contiguous().to_vector<double>();
+    }
+    if (f.find(k + "attention.sliding_window")) c.sliding_window = f.get_int(k + "attention.sliding_window");
     const GgufTensorInfo& embd = f.info("token_embd.weight");
     DEVIANT_REQUIRE(embd.dims.size() == 2 && embd.dims[0] == c.hidden_size, "{}: token_embd.weight has dimensions {} for an embedding length of {}",
                     file, fmt::join(embd.dims, " x "), c.hidden_size);

@@ -2,9 +2,13 @@
 // Why: the model builders need sizes (vocabulary, width C, layers, heads, KV heads) and a few
 // switches (RoPE base, norm epsilon, tied embeddings, attention bias) and these are spelled
 // differently across model types (GPT-2's n_embd / n_layer / n_head) and transformers versions
-// (4.x writes rope_theta at the top level, 5.x under rope_parameters). One reader normalises them;
-// every error names the file and the field.
+// (4.x writes rope_theta at the top level, 5.x under rope_parameters, older files rope_scaling with
+// "type" instead of "rope_type"). One reader normalises them; every error names the file and the field.
+// RoPE scaling types read: default, linear, dynamic (NTK), llama3 (Llama 3.1 / 3.2) and yarn, with
+// the parameters transformers reads for each (nn/rotary.hpp computes the frequencies); Mistral's
+// sliding_window (Qwen2's only when use_sliding_window is true) is kept for attention.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -23,6 +27,28 @@ namespace deviant::io {
 // gpt2 is the learned-position, LayerNorm, GELU architecture.
 enum class ModelFamily : std::uint8_t { llama, gpt2 };
 
+// RoPE scaling parameters (rope_scaling / rope_parameters), named as in config.json. Which of them
+// a type reads: linear and dynamic: factor; llama3: factor, low_freq_factor, high_freq_factor,
+// original_max_position_embeddings; yarn: factor, original_max_position_embeddings,
+// attention_factor or mscale / mscale_all_dim, beta_fast, beta_slow, truncate.
+struct RopeScaling {
+    std::string type = "default";                    // default | linear | dynamic | llama3 | yarn
+    double factor = 1.0;
+    double low_freq_factor = 1.0;
+    double high_freq_factor = 4.0;
+    std::int64_t original_max_position_embeddings = 0;  // 0: max_position_embeddings
+    std::optional<double> attention_factor;          // yarn: scale of cos / sin (derived when absent)
+    std::optional<double> mscale, mscale_all_dim;    // yarn
+    double beta_fast = 32.0, beta_slow = 1.0;        // yarn
+    bool truncate = true;                            // yarn: integer correction range
+    std::vector<double> frequency_divisors;          // GGUF rope_freqs: inv_freq[i] /= divisors[i] (any type)
+};
+
+inline constexpr std::string_view kSupportedRopeTypes = "default, linear, dynamic, llama3, yarn";
+inline bool is_supported_rope_type(std::string_view t) {
+    return t == "default" || t == "linear" || t == "dynamic" || t == "llama3" || t == "yarn";
+}
+
 struct ModelConfig {
     std::filesystem::path source;  // the config.json read
     std::string model_type;        // as written: "llama", "mistral", "qwen2", "gpt2"
@@ -38,6 +64,8 @@ struct ModelConfig {
     double norm_eps = 1e-5;                    // rms_norm_eps (llama) or layer_norm_epsilon (gpt2)
     double rope_theta = 10000.0;               // RoPE base (llama family)
     std::string rope_type = "default";         // rope_scaling / rope_parameters type; "default" = plain RoPE
+    RopeScaling rope;                          // its parameters (rope.type == rope_type)
+    std::int64_t sliding_window = 0;           // attention sees the last `sliding_window` tokens; 0 = all
     bool tie_word_embeddings = false;
     std::string hidden_act;                    // "silu", "gelu_new", ...
     bool attention_bias = false;               // q/k/v (and for gpt2 every) projection has a bias
@@ -192,6 +220,7 @@ inline ModelConfig load_model_config(const std::filesystem::path& dir_or_file) {
 
         // RoPE: transformers 4.x writes rope_theta (and rope_scaling) at the top level, 5.x nests both in rope_parameters.
         c.rope_theta = f.number({"rope_theta"}, 10000.0);
+        c.rope.original_max_position_embeddings = f.optional_int({"original_max_position_embeddings"}).value_or(0);
         for (const char* block : {"rope_scaling", "rope_parameters"}) {
             const nlohmann::json* r = f.find({block});
             if (!r) continue;
@@ -199,7 +228,37 @@ inline ModelConfig load_model_config(const std::filesystem::path& dir_or_file) {
             detail::ConfigFields rf(*r, fmt::format("{}: field '{}'", file, block));
             c.rope_theta = rf.number({"rope_theta"}, c.rope_theta);
             c.rope_type = rf.string({"rope_type", "type"}, c.rope_type);
+            DEVIANT_REQUIRE(is_supported_rope_type(c.rope_type), "{}: field '{}.rope_type' is '{}', which is not supported (supported: {})",
+                            file, block, c.rope_type, kSupportedRopeTypes);
+            RopeScaling& rs = c.rope;
+            rs.factor = rf.number({"factor"}, rs.factor);
+            rs.low_freq_factor = rf.number({"low_freq_factor"}, rs.low_freq_factor);
+            rs.high_freq_factor = rf.number({"high_freq_factor"}, rs.high_freq_factor);
+            if (!c.rope.original_max_position_embeddings)
+                rs.original_max_position_embeddings = rf.optional_int({"original_max_position_embeddings"}).value_or(0);
+            if (rf.find({"attention_factor"})) rs.attention_factor = rf.number({"attention_factor"}, 1.0);
+            if (rf.find({"mscale"})) rs.mscale = rf.number({"mscale"}, 1.0);
+            if (rf.find({"mscale_all_dim"})) rs.mscale_all_dim = rf.number({"mscale_all_dim"}, 1.0);
+            rs.beta_fast = rf.number({"beta_fast"}, rs.beta_fast);
+            rs.beta_slow = rf.number({"beta_slow"}, rs.beta_slow);
+            rs.truncate = rf.boolean("truncate", rs.truncate);
+            const double partial = rf.number({"partial_rotary_factor"}, 1.0);
+            DEVIANT_REQUIRE(partial == 1.0, "{}: field '{}.partial_rotary_factor' is {}; only full rotary embeddings (1.0) are supported",
+                            file, block, partial);
+            const bool needs_factor = c.rope_type != "default";
+            DEVIANT_REQUIRE(!needs_factor || (std::isfinite(rs.factor) && rs.factor > 0), "{}: field '{}.factor' must be positive for rope type '{}', got {}",
+                            file, block, c.rope_type, rs.factor);
+            if (c.rope_type == "llama3")
+                DEVIANT_REQUIRE(rs.high_freq_factor > rs.low_freq_factor && rs.low_freq_factor > 0,
+                                "{}: field '{}': llama3 RoPE needs 0 < low_freq_factor < high_freq_factor, got {} and {}", file, block,
+                                rs.low_freq_factor, rs.high_freq_factor);
         }
+        c.rope.type = c.rope_type;
+        DEVIANT_REQUIRE(f.number({"partial_rotary_factor"}, 1.0) == 1.0,
+                        "{}: field 'partial_rotary_factor' must be 1.0 (only full rotary embeddings are supported)", file);
+        // Mistral: sliding_window (null = none); Qwen2 writes one but uses it only with use_sliding_window.
+        if (c.model_type != "qwen2" || f.boolean("use_sliding_window", false))
+            c.sliding_window = f.optional_int({"sliding_window"}).value_or(0);
     }
     std::optional<std::int64_t> head_dim = f.optional_int({"head_dim"});
     c.bos_token_ids = f.token_ids("bos_token_id");
@@ -230,6 +289,8 @@ inline ModelConfig load_model_config(const std::filesystem::path& dir_or_file) {
     }
     DEVIANT_REQUIRE(c.norm_eps > 0, "{}: norm epsilon must be positive, got {}", file, c.norm_eps);
     DEVIANT_REQUIRE(c.rope_theta > 0, "{}: field 'rope_theta' must be positive, got {}", file, c.rope_theta);
+    DEVIANT_REQUIRE(c.sliding_window >= 0, "{}: field 'sliding_window' must be positive or null, got {}", file, c.sliding_window);
+    if (!c.rope.original_max_position_embeddings) c.rope.original_max_position_embeddings = c.max_position_embeddings;
     return c;
 }
 
@@ -237,6 +298,8 @@ inline ModelConfig load_model_config(const std::filesystem::path& dir_or_file) {
 // beside its safetensors weights, so that the result loads like any checkpoint directory; the
 // inverse of load_model_config for the llama and qwen2 types).
 inline std::string llama_config_json(const ModelConfig& c) {
+    DEVIANT_REQUIRE(c.rope.frequency_divisors.empty(),
+                    "{}: the RoPE frequency divisors of this model (rope_freqs) match no scaling type config.json can state", c.source.string());
     const bool qwen2 = c.model_type == "qwen2";
     nlohmann::json j{{"architectures", {qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
                      {"model_type", qwen2 ? "qwen2" : "llama"},
@@ -255,6 +318,25 @@ inline std::string llama_config_json(const ModelConfig& c) {
                      {"attention_bias", c.attention_bias},
                      {"mlp_bias", c.mlp_bias},
                      {"torch_dtype", "float32"}};
+    if (c.rope_type != "default" && !c.rope_type.empty()) {
+        nlohmann::json r{{"rope_type", c.rope_type}, {"factor", c.rope.factor}};
+        if (c.rope_type == "llama3" || c.rope_type == "yarn")
+            r["original_max_position_embeddings"] = c.rope.original_max_position_embeddings;
+        if (c.rope_type == "llama3") {
+            r["low_freq_factor"] = c.rope.low_freq_factor;
+            r["high_freq_factor"] = c.rope.high_freq_factor;
+        }
+        if (c.rope_type == "yarn") {
+            if (c.rope.attention_factor) r["attention_factor"] = *c.rope.attention_factor;
+            if (c.rope.mscale) r["mscale"] = *c.rope.mscale;
+            if (c.rope.mscale_all_dim) r["mscale_all_dim"] = *c.rope.mscale_all_dim;
+            r["beta_fast"] = c.rope.beta_fast;
+            r["beta_slow"] = c.rope.beta_slow;
+            r["truncate"] = c.rope.truncate;
+        }
+        j["rope_scaling"] = r;
+    }
+    if (c.sliding_window > 0) j["sliding_window"] = c.sliding_window;
     if (c.bos_token_ids.size() == 1) j["bos_token_id"] = c.bos_token_ids[0];
     if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
     return j.dump(2) + "\n";

@@ -83,7 +83,7 @@ template <class C> constexpr std::size_t dkdv_smem(int D) {
 template <class T, int DPL>
 __global__ void __launch_bounds__(attention_detail::threads)
     attention_forward_kernel(const T* q, const T* k, const T* v, const std::int64_t* seg, T* out, compute_of_t<T>* lse, std::int64_t B,
-                             std::int64_t H, std::int64_t Hkv, std::int64_t Tn, int D, compute_of_t<T> scale) {
+                             std::int64_t H, std::int64_t Hkv, std::int64_t Tn, int D, compute_of_t<T> scale, std::int64_t window) {
     using namespace attention_detail;
     using C = compute_of_t<T>;
     constexpr int R = rows_per_warp;
@@ -128,7 +128,7 @@ __global__ void __launch_bounds__(attention_detail::threads)
                 const int qr = warp * R + r;
                 const std::int64_t i = q0 + qr;
                 if (i >= Tn || k0 > i) continue;  // uniform across the warp
-                const bool allowed = j <= i && segk_s[lane] == segq[r];
+                const bool allowed = j <= i && (window <= 0 || i - j < window) && segk_s[lane] == segq[r];
                 C sc = neg_inf<C>();
                 if (allowed) {
                     C dot = C(0);
@@ -194,7 +194,7 @@ template <class T, int DPL>
 __global__ void __launch_bounds__(attention_detail::threads)
     attention_dq_kernel(const T* q, const T* k, const T* v, const std::int64_t* seg, const compute_of_t<T>* lse,
                         const compute_of_t<T>* delta, const T* dout, T* dq, std::int64_t B, std::int64_t H, std::int64_t Hkv,
-                        std::int64_t Tn, int D, compute_of_t<T> scale) {
+                        std::int64_t Tn, int D, compute_of_t<T> scale, std::int64_t window) {
     using namespace attention_detail;
     using C = compute_of_t<T>;
     constexpr int R = rows_per_warp;
@@ -242,7 +242,7 @@ __global__ void __launch_bounds__(attention_detail::threads)
                 const std::int64_t i = q0 + qr;
                 if (i >= Tn || k0 > i) continue;
                 C ds = C(0);
-                if (j <= i && segk_s[lane] == segq[r]) {
+                if (j <= i && (window <= 0 || i - j < window) && segk_s[lane] == segq[r]) {
                     const C* qrow = q_s + qr * D;
                     const C* grow = g_s + qr * D;
                     const C* krow = k_s + lane * (D + 1);
@@ -288,7 +288,7 @@ template <class T, int DPL>
 __global__ void __launch_bounds__(attention_detail::threads)
     attention_dkdv_kernel(const T* q, const T* k, const T* v, const std::int64_t* seg, const compute_of_t<T>* lse,
                           const compute_of_t<T>* delta, const T* dout, T* dk, T* dv, std::int64_t B, std::int64_t H,
-                          std::int64_t Hkv, std::int64_t Tn, int D, compute_of_t<T> scale) {
+                          std::int64_t Hkv, std::int64_t Tn, int D, compute_of_t<T> scale, std::int64_t window) {
     using namespace attention_detail;
     using C = compute_of_t<T>;
     constexpr int R = rows_per_warp;
@@ -342,7 +342,7 @@ __global__ void __launch_bounds__(attention_detail::threads)
                     const std::int64_t j = k0 + kr;
                     if (j >= Tn) break;  // uniform across the warp
                     C p = C(0), ds = C(0);
-                    if (i < Tn && j <= i && segq_s[lane] == segk[r]) {
+                    if (i < Tn && j <= i && (window <= 0 || i - j < window) && segq_s[lane] == segk[r]) {
                         const C* qrow = q_s + lane * (D + 1);
                         const C* grow = g_s + lane * (D + 1);
                         const C* krow = k_s + kr * D;
@@ -416,7 +416,7 @@ inline dim3 attention_grid(std::int64_t tiles, std::int64_t heads) {
 }  // namespace attention_detail
 
 void attention_forward(const TensorRef& q, const TensorRef& k, const TensorRef& v, const TensorRef& segments, const TensorRef& out,
-                       const TensorRef& lse, double scale) {
+                       const TensorRef& lse, double scale, std::int64_t window) {
     using namespace attention_detail;
     const std::int64_t B = q.shape[0], H = q.shape[1], Tn = q.shape[2], Hkv = k.shape[1];
     const int D = int(q.shape[3]);
@@ -431,7 +431,7 @@ void attention_forward(const TensorRef& q, const TensorRef& k, const TensorRef& 
             kernel<<<attention_grid((Tn + row_tile - 1) / row_tile, B * H), threads, bytes>>>(
                 static_cast<const T*>(q.data), static_cast<const T*>(k.data), static_cast<const T*>(v.data),
                 static_cast<const std::int64_t*>(segments.data), static_cast<T*>(out.data), static_cast<C*>(lse.data), B, H, Hkv, Tn, D,
-                C(scale));
+                C(scale), window);
         });
     });
     check_launch("attention_forward");
@@ -439,7 +439,7 @@ void attention_forward(const TensorRef& q, const TensorRef& k, const TensorRef& 
 
 void attention_backward(const TensorRef& q, const TensorRef& k, const TensorRef& v, const TensorRef& segments, const TensorRef& out,
                         const TensorRef& lse, const TensorRef& dout, const TensorRef& delta_ref, const TensorRef& dq, const TensorRef& dk,
-                        const TensorRef& dv, double scale) {
+                        const TensorRef& dv, double scale, std::int64_t window) {
     using namespace attention_detail;
     const std::int64_t B = q.shape[0], H = q.shape[1], Tn = q.shape[2], Hkv = k.shape[1];
     const int D = int(q.shape[3]);
@@ -461,7 +461,7 @@ void attention_backward(const TensorRef& q, const TensorRef& k, const TensorRef&
             dq_kernel<<<attention_grid(tiles, B * H), threads, dq_bytes>>>(
                 static_cast<const T*>(q.data), static_cast<const T*>(k.data), static_cast<const T*>(v.data),
                 static_cast<const std::int64_t*>(segments.data), static_cast<const C*>(lse.data), delta, static_cast<const T*>(dout.data),
-                static_cast<T*>(dq.data), B, H, Hkv, Tn, D, C(scale));
+                static_cast<T*>(dq.data), B, H, Hkv, Tn, D, C(scale), window);
             check_launch("attention_dq");
             auto dkdv_kernel = attention_dkdv_kernel<T, P>;
             std::size_t dkdv_bytes = dkdv_smem<C>(D);
@@ -469,7 +469,7 @@ void attention_backward(const TensorRef& q, const TensorRef& k, const TensorRef&
             dkdv_kernel<<<attention_grid(tiles, B * Hkv), threads, dkdv_bytes>>>(
                 static_cast<const T*>(q.data), static_cast<const T*>(k.data), static_cast<const T*>(v.data),
                 static_cast<const std::int64_t*>(segments.data), static_cast<const C*>(lse.data), delta, static_cast<const T*>(dout.data),
-                static_cast<T*>(dk.data), static_cast<T*>(dv.data), B, H, Hkv, Tn, D, C(scale));
+                static_cast<T*>(dk.data), static_cast<T*>(dv.data), B, H, Hkv, Tn, D, C(scale), window);
             check_launch("attention_dkdv");
         });
     });

@@ -42,8 +42,9 @@ public:
     // one, initialising them from `seed`.
     explicit CausalLm(ModelConfig c, ParameterSource source = {}, std::uint64_t seed = 0, DType dtype = DType::f32)
         : config(std::move(c)), store(dtype, seed) {
-        DEVIANT_REQUIRE(config.rope_type.empty() || config.rope_type == "default",
-                        "{}: rope scaling type '{}' is not supported yet (only plain RoPE)", config.source.string(), config.rope_type);
+        DEVIANT_REQUIRE(config.rope_type.empty() || io::is_supported_rope_type(config.rope_type),
+                        "{}: rope scaling type '{}' is not supported (supported: {})", config.source.string(), config.rope_type,
+                        io::kSupportedRopeTypes);
         bool tanh_gelu = config.hidden_act == "gelu_new" || config.hidden_act == "gelu_pytorch_tanh";
         DEVIANT_REQUIRE(config.hidden_act.empty() || (config.is_llama_family() ? config.hidden_act == "silu" : tanh_gelu),
                         "{}: activation '{}' is not supported for model type '{}' (silu for the Llama family, gelu_new for GPT-2)",
@@ -70,10 +71,53 @@ public:
     Var hidden(Tape& t, const TokenBatch& batch) const {
         validate(batch.ids);
         ForwardContext ctx = context(batch);
-        Var x = embedding(t.param(*token_embedding_), batch.ids.to(device()));
-        x = positions_.forward(t, x, ctx);
-        for (const Block& b : blocks_) x = b.forward(t, x, ctx);
-        return final_norm_.forward(t, x);
+        return hidden(t, batch.ids, ctx);
+    }
+
+    // An empty KV cache for `rows` sequences of up to `capacity` tokens (incremental decoding on
+    // the CPU; generate/sampler.hpp).
+    KvCache make_kv_cache(std::int64_t rows, std::int64_t capacity) const {
+        DEVIANT_REQUIRE(device() == Device::cpu, "the KV cache runs on the CPU; this model is on {}", device_name(device()));
+        KvCache c;
+        c.capacity = capacity;
+        c.lengths.assign(std::size_t(rows), 0);
+        for (std::int64_t i = 0; i < config.num_hidden_layers; ++i)
+            c.layers.push_back(ops::make_layer_kv_cache(rows, config.num_key_value_heads, capacity, config.head_dim,
+                                                        token_embedding_->value.dtype(), device()));
+        return c;
+    }
+
+    // Incremental decoding: runs ids (B, Tn) at cache positions cache.lengths[b] .. + Tn - 1 (keys
+    // and values appended to the cache), then returns the logits (B, V), float32 (float64 for a
+    // float64 model), of row b's position last[b] (0 <= last[b] < Tn) and advances
+    // cache.lengths[b] by advance[b] (the row's real new tokens; the rest was padding).
+    // Nothing is recorded for backward.
+    Tensor cached_logits(const Tensor& ids, KvCache& cache, const std::vector<std::int64_t>& last, const std::vector<std::int64_t>& advance) const {
+        validate(ids);
+        NoGradGuard no_grad;
+        const std::int64_t B = ids.size(0), Tn = ids.size(1), C = config.hidden_size;
+        DEVIANT_REQUIRE(cache.rows() == B && std::int64_t(last.size()) == B && std::int64_t(advance.size()) == B,
+                        "KV cache of {} rows, {} last positions and {} advances for a batch of {}", cache.rows(), last.size(), advance.size(), B);
+        std::vector<std::int64_t> pos(std::size_t(B * Tn));
+        for (std::int64_t b = 0; b < B; ++b) {
+            DEVIANT_REQUIRE(cache.lengths[std::size_t(b)] + Tn <= cache.capacity, "row {}: {} cached + {} new tokens exceed the KV cache's {}",
+                            b, cache.lengths[std::size_t(b)], Tn, cache.capacity);
+            DEVIANT_REQUIRE(last[std::size_t(b)] >= 0 && last[std::size_t(b)] < Tn && advance[std::size_t(b)] >= 0 && advance[std::size_t(b)] <= Tn,
+                            "row {}: last position {} / advance {} outside the {} new tokens", b, last[std::size_t(b)], advance[std::size_t(b)], Tn);
+            for (std::int64_t t = 0; t < Tn; ++t) pos[std::size_t(b * Tn + t)] = cache.lengths[std::size_t(b)] + t;
+        }
+        ForwardContext ctx{config, Tensor::from(pos, {B, Tn}).to(device()), Tensor{}, Tensor::zeros({B, Tn}, DType::i64, device())};
+        ctx.kv_cache = &cache;
+        Tape t;
+        Tensor h = hidden(t, ids, ctx).value().contiguous();  // (B, Tn, C)
+        Tensor rows = Tensor::empty({B, C}, h.dtype(), h.device());
+        const std::size_t row_bytes = std::size_t(C) * dtype_size(h.dtype());
+        for (std::int64_t b = 0; b < B; ++b) {
+            const auto* src = static_cast<const unsigned char*>(h.raw_data()) + std::size_t(b * Tn + last[std::size_t(b)]) * row_bytes;
+            std::copy(src, src + row_bytes, static_cast<unsigned char*>(rows.raw_data()) + std::size_t(b) * row_bytes);
+        }
+        for (std::int64_t b = 0; b < B; ++b) cache.lengths[std::size_t(b)] += advance[std::size_t(b)];
+        return ops::matmul(rows, head_->value.transpose(0, 1), compute_dtype(h.dtype()));  // (B, V)
     }
     // Logits (B, T, V).
     Var logits(Tape& t, const TokenBatch& batch) const { return linear(hidden(t, batch), t.param(*head_)); }
@@ -111,6 +155,15 @@ public:
     std::int64_t num_parameters() const { return store.count(); }
 
 private:
+    Var hidden(Tape& t, const Tensor& ids, ForwardContext& ctx) const {
+        Var x = embedding(t.param(*token_embedding_), ids.to(device()));
+        x = positions_.forward(t, x, ctx);
+        for (std::size_t i = 0; i < blocks_.size(); ++i) {
+            ctx.layer = std::int64_t(i);
+            x = blocks_[i].forward(t, x, ctx);
+        }
+        return final_norm_.forward(t, x);
+    }
     void validate(const Tensor& ids) const {
         DEVIANT_REQUIRE(ids.rank() == 2 && ids.dtype() == DType::i64, "token ids must be (B, T) int64, got {}", ids.describe());
         for (std::int64_t id : ids.to_vector<std::int64_t>())

@@ -46,13 +46,19 @@ std::unique_ptr<Model> load_pretrained_as(const std::filesystem::path& dir, DTyp
     return std::make_unique<Model>(cfg, checkpoint_source(dir), 0, dtype);
 }
 
+// A llama- or qwen2-architecture GGUF file as a Llama (dequantized to `dtype`).
+inline std::unique_ptr<Llama> load_gguf(const std::filesystem::path& path, DType dtype = DType::f32) {
+    auto file = std::make_shared<const io::GgufFile>(io::GgufFile::open(path));
+    io::ModelConfig cfg = io::gguf_model_config(*file);
+    nn::divisors_as_llama3(cfg);
+    return std::make_unique<Llama>(cfg, gguf_source(file, cfg), 0, dtype);
+}
+
 // Calls f(model) with the model typed by its family (Llama or Gpt2); returns what f returns.
 template <class F>
 decltype(auto) with_pretrained(const std::filesystem::path& dir, F&& f, DType dtype = DType::f32) {
     if (io::is_gguf_file(dir)) {
-        auto file = std::make_shared<const io::GgufFile>(io::GgufFile::open(dir));
-        io::ModelConfig cfg = io::gguf_model_config(*file);
-        auto m = std::make_unique<Llama>(cfg, gguf_source(file, cfg), 0, dtype);
+        auto m = load_gguf(dir, dtype);
         return f(*m);
     }
     std::error_code ec;

@@ -9,10 +9,29 @@
 
 #include "deviant/autodiff/tape.hpp"
 #include "deviant/io/hf_config.hpp"
+#include "deviant/nn/rotary.hpp"
+#include "deviant/ops/cached_attention.hpp"
 
 namespace deviant {
 
 using io::ModelConfig;
+
+// Keys and values of earlier positions for incremental decoding (generate/sampler.hpp): one
+// LayerKvCache per layer (ops/cached_attention.hpp) and the tokens each row holds so far.
+struct KvCache {
+    std::vector<ops::LayerKvCache> layers;
+    std::vector<std::int64_t> lengths;  // (B,): row b's tokens are at cache positions 0 .. lengths[b] - 1
+    std::int64_t capacity = 0;
+
+    std::int64_t rows() const { return std::int64_t(lengths.size()); }
+    // Keeps rows `keep` (in that order): the others finished.
+    void keep_rows(const std::vector<std::int64_t>& keep) {
+        for (ops::LayerKvCache& l : layers) ops::keep_cache_rows(l, keep);
+        std::vector<std::int64_t> kept;
+        for (std::int64_t r : keep) kept.push_back(lengths[std::size_t(r)]);
+        lengths = std::move(kept);
+    }
+};
 
 inline Tensor segments_from_mask(const Tensor& mask);
 inline Tensor causal_segment_mask(const Tensor& segments);
@@ -22,6 +41,8 @@ struct ForwardContext {
     Tensor positions;       // (B, T) int64
     Tensor mask;            // (B, 1, T, T) uint8, 1 where attention is blocked; may be undefined when segments are given
     Tensor segments = {};   // (B, T) int64 segment ids; when undefined, recovered from `mask`
+    KvCache* kv_cache = {};  // incremental decoding: attention reads / extends this cache (rows at positions kv_cache->lengths)
+    std::int64_t layer = 0;  // the block being run (which layer of kv_cache attention uses)
 
     // The (B, 1, T, T) mask: `mask` when given, otherwise built once from the segment ids (cached)
     // on their device.
@@ -39,8 +60,34 @@ struct ForwardContext {
         return recovered_segments_;
     }
 
+    // The rotary embedding's inverse frequencies (D/2,) float64 on the positions' device and the
+    // cos/sin scaling, for this batch (nn/rotary.hpp; "dynamic" scaling depends on the longest
+    // row). Computed once per forward pass and shared by every layer.
+    const Tensor& rotary_inv_freq() const {
+        if (!rotary_inv_freq_.defined()) build_rotary();
+        return rotary_inv_freq_;
+    }
+    double rotary_scaling() const {
+        if (!rotary_inv_freq_.defined()) build_rotary();
+        return rotary_scaling_;
+    }
+
     mutable Tensor recovered_segments_ = {};  // cache of segment_ids(); not part of the interface
     mutable Tensor built_mask_ = {};          // cache of attention_mask(); not part of the interface
+    mutable Tensor rotary_inv_freq_ = {};     // cache of rotary_inv_freq(); not part of the interface
+    mutable double rotary_scaling_ = 1.0;
+
+private:
+    void build_rotary() const {
+        std::int64_t longest = 0;
+        if (config.rope_type == "dynamic" && positions.numel() > 0) {
+            const std::vector<std::int64_t> p = positions.to_vector<std::int64_t>();
+            longest = *std::max_element(p.begin(), p.end()) + 1;
+        }
+        nn::RotaryFrequencies f = nn::rotary_frequencies(config, longest);
+        rotary_inv_freq_ = Tensor::from(f.inv_freq, {std::int64_t(f.inv_freq.size())}, DType::f64).to(positions.device());
+        rotary_scaling_ = f.attention_scaling;
+    }
 };
 
 // segments (B, T) int64: tokens with equal ids in a row form one sequence; causal within it.

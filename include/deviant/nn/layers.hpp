@@ -171,7 +171,7 @@ struct FusedQkv {
 
 // --- position handling inside attention ---
 struct RotaryPositions {
-    static Var apply(Var x, const ForwardContext& ctx) { return rope(x, ctx.positions, ctx.config.rope_theta); }
+    static Var apply(Var x, const ForwardContext& ctx) { return rope(x, ctx.positions, ctx.rotary_inv_freq(), ctx.rotary_scaling()); }
 };
 struct NoRotary {
     static Var apply(Var x, const ForwardContext&) { return x; }
@@ -192,8 +192,15 @@ struct SelfAttention {
         auto [q, k, v] = proj.project(t, x, c);
         auto heads = [&](Var y, std::int64_t n) { return transpose(reshape(y, {B, T, n, D}), 1, 2); };  // (B, n, T, D)
         Var qh = Positions::apply(heads(q, H), ctx), kh = Positions::apply(heads(k, Hkv), ctx), vh = heads(v, Hkv);
-        // fused: grouped key/value heads by index, causal within segments, no (T, T) scores kept
-        Var out = causal_attention(qh, kh, vh, ctx.segment_ids(), 1.0 / std::sqrt(double(D)));  // (B, H, T, D)
+        Var out;  // (B, H, T, D)
+        if (ctx.kv_cache) {  // incremental decoding: new keys / values appended to the layer's cache, inference only
+            DEVIANT_REQUIRE(ctx.layer >= 0 && ctx.layer < std::int64_t(ctx.kv_cache->layers.size()), "KV cache has no layer {}", ctx.layer);
+            out = t.constant(ops::cached_attention(qh.value(), kh.value(), vh.value(), ctx.kv_cache->layers[std::size_t(ctx.layer)],
+                                                   ctx.kv_cache->lengths, 1.0 / std::sqrt(double(D)), c.sliding_window));
+        } else {
+            // fused: grouped key/value heads by index, causal within segments, no (T, T) scores kept
+            out = causal_attention(qh, kh, vh, ctx.segment_ids(), 1.0 / std::sqrt(double(D)), c.sliding_window);
+        }
         return proj.output(t, reshape(transpose(out, 1, 2), {B, T, H * D}));
     }
     template <class F>

@@ -3,7 +3,8 @@
 //   q (B, H, T, D), k and v (B, Hkv, T, D) with H a multiple of Hkv, segments (B, T) int64:
 //   out[b, h, i] = sum_j softmax_j(scale * q[b, h, i] . k[b, g, j]) v[b, g, j]   with g = h / (H / Hkv),
 //   over the keys j <= i with segments[b, j] == segments[b, i] (packed and right-padded rows,
-//   see nn/context.hpp). K/V heads are shared by index, never repeated in memory.
+//   see nn/context.hpp) and, with a sliding window W > 0 (Mistral), i - j < W. K/V heads are
+//   shared by index, never repeated in memory.
 // The forward runs an online softmax over the keys and keeps only the output and the per-row
 // log-sum-exp lse (B, H, T) (compute type: float32 for bf16/f32, float64 for f64). The backward
 // recomputes p = exp(scale q.k - lse) key by key:
@@ -29,12 +30,12 @@ namespace deviant::kernels {
 // q, out (B, H, T, D), k, v (B, Hkv, T, D) contiguous, same floating dtype; segments (B, T) int64
 // contiguous; lse (B, H, T) contiguous in the compute type (f32, or f64 for f64 inputs).
 DEVIANT_CUDA_LAUNCHER(attention_forward, const TensorRef& q, const TensorRef& k, const TensorRef& v, const TensorRef& segments,
-                      const TensorRef& out, const TensorRef& lse, double scale)
+                      const TensorRef& out, const TensorRef& lse, double scale, std::int64_t window)
 // dout like out; delta (B, H, T) like lse, a workspace; dq like q, dk and dv like k (all
 // contiguous, fully written).
 DEVIANT_CUDA_LAUNCHER(attention_backward, const TensorRef& q, const TensorRef& k, const TensorRef& v, const TensorRef& segments,
                       const TensorRef& out, const TensorRef& lse, const TensorRef& dout, const TensorRef& delta, const TensorRef& dq,
-                      const TensorRef& dk, const TensorRef& dv, double scale)
+                      const TensorRef& dk, const TensorRef& dv, double scale, std::int64_t window)
 }  // namespace deviant::kernels
 
 namespace deviant::ops {
@@ -127,8 +128,9 @@ struct AttentionOutput {
     Tensor lse;  // (B, H, T), log-sum-exp of each row's scaled, masked scores
 };
 
+// window > 0: each query sees at most its last `window` keys (itself included); 0: no limit.
 inline AttentionOutput causal_attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& segments_in,
-                                                double scale) {
+                                                double scale, std::int64_t window = 0) {
     detail::check_attention_inputs(q_in, k_in, v_in, segments_in);
     Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
     Tensor seg = segments_in.to(q.device()).contiguous();
@@ -137,7 +139,7 @@ inline AttentionOutput causal_attention_forward(const Tensor& q_in, const Tensor
                       Tensor::empty({B, H, T}, detail::attention_lse_dtype(q.dtype()), q.device())};
     if (q.numel() == 0 && r.lse.numel() == 0) return r;
     if (q.device() == Device::cuda) {
-        kernels::attention_forward(q.ref(), k.ref(), v.ref(), seg.ref(), r.out.ref(), r.lse.ref(), scale);
+        kernels::attention_forward(q.ref(), k.ref(), v.ref(), seg.ref(), r.out.ref(), r.lse.ref(), scale, window);
         return r;
     }
     const std::int64_t* s = seg.data<std::int64_t>();
@@ -158,19 +160,20 @@ inline AttentionOutput causal_attention_forward(const Tensor& q_in, const Tensor
                     detail::gemm<C>(false, true, rows, keys, D, C(scale), cq.p + qo + blk.q0 * D, D, ck.p + kv + k0 * D, D, C(0), S.data(), keys);
                     for (std::int64_t r0 = 0; r0 < rows; ++r0) {
                         const std::int64_t i = blk.q0 + r0, last = i - k0;  // keys k0 .. i, those of the same id
+                        const std::int64_t first = window > 0 ? std::max<std::int64_t>(0, last - window + 1) : 0;  // sliding window
                         C* sr = S.data() + r0 * keys;
                         C m = -std::numeric_limits<C>::infinity();
-                        for (std::int64_t j = 0; j <= last; ++j)
+                        for (std::int64_t j = first; j <= last; ++j)
                             if (sb[k0 + j] == blk.id) m = std::max(m, sr[j]);
                         C l = C(0);
                         for (std::int64_t j = 0; j < keys; ++j) {
-                            C p = j <= last && sb[k0 + j] == blk.id ? std::exp(sr[j] - m) : C(0);
+                            C p = j >= first && j <= last && sb[k0 + j] == blk.id ? std::exp(sr[j] - m) : C(0);
                             if (p < std::numeric_limits<C>::min()) p = C(0);  // subnormal: no effect on the sums, but slow
                             sr[j] = p;
                             l += p;
                         }
                         const C inv = C(1) / l;  // l >= 1: the diagonal is always allowed
-                        for (std::int64_t j = 0; j <= last; ++j) sr[j] *= inv;
+                        for (std::int64_t j = first; j <= last; ++j) sr[j] *= inv;
                         pl[(b * H + h) * T + i] = m + std::log(l);
                     }
                     // O_blk = P V[k0:]
@@ -189,7 +192,8 @@ struct AttentionGrads {
 };
 
 inline AttentionGrads causal_attention_backward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& segments_in,
-                                                const Tensor& out_in, const Tensor& lse_in, const Tensor& dout_in, double scale) {
+                                                const Tensor& out_in, const Tensor& lse_in, const Tensor& dout_in, double scale,
+                                                std::int64_t window = 0) {
     detail::check_attention_inputs(q_in, k_in, v_in, segments_in);
     require_same(out_in, dout_in, "causal_attention backward");
     DEVIANT_REQUIRE(out_in.shape() == q_in.shape(), "causal_attention backward: output {} does not match q {}", out_in.shape().str(),
@@ -205,7 +209,7 @@ inline AttentionGrads causal_attention_backward(const Tensor& q_in, const Tensor
         if (q.numel() + k.numel() > 0) {
             Tensor delta = Tensor::empty(lse.shape(), lse.dtype(), q.device());
             kernels::attention_backward(q.ref(), k.ref(), v.ref(), seg.ref(), out.ref(), lse.ref(), dout.ref(), delta.ref(), g.dq.ref(),
-                                        g.dk.ref(), g.dv.ref(), scale);
+                                        g.dk.ref(), g.dv.ref(), scale, window);
         }
         return g;
     }
@@ -237,10 +241,11 @@ inline AttentionGrads causal_attention_backward(const Tensor& q_in, const Tensor
                     detail::gemm<C>(false, true, rows, keys, D, C(scale), q_blk, D, k_seg, D, C(0), P.data(), keys);
                     for (std::int64_t r0 = 0; r0 < rows; ++r0) {
                         const std::int64_t i = blk.q0 + r0, last = i - k0;
+                        const std::int64_t first = window > 0 ? std::max<std::int64_t>(0, last - window + 1) : 0;
                         const C li = pl[(b * H + h) * T + i];
                         C* pr = P.data() + r0 * keys;
                         for (std::int64_t j = 0; j < keys; ++j) {
-                            C p = j <= last && sb[k0 + j] == blk.id ? std::exp(pr[j] - li) : C(0);
+                            C p = j >= first && j <= last && sb[k0 + j] == blk.id ? std::exp(pr[j] - li) : C(0);
                             pr[j] = p < std::numeric_limits<C>::min() ? C(0) : p;  // subnormal: no effect, but slow
                         }
                     }
@@ -271,8 +276,9 @@ inline AttentionGrads causal_attention_backward(const Tensor& q_in, const Tensor
 }
 
 // Fused causal attention output (B, H, T, D); see the top of this file.
-inline Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& segments, double scale) {
-    return causal_attention_forward(q, k, v, segments, scale).out;
+inline Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& segments, double scale,
+                               std::int64_t window = 0) {
+    return causal_attention_forward(q, k, v, segments, scale, window).out;
 }
 
 }  // namespace deviant::ops
@@ -282,21 +288,25 @@ namespace deviant {
 namespace detail {
 struct AttentionAttr {
     double scale;
+    std::int64_t window;
 };
 }  // namespace detail
 
 // Differentiable fused causal attention: q (B, H, T, D), k and v (B, Hkv, T, D), segments (B, T)
 // int64 (a constant). Saves the output and the log-sum-exp; q, k, v are read back from the tape.
-inline Var causal_attention(Var q, Var k, Var v, const Tensor& segments, double scale) {
+// window > 0: sliding-window attention (each query sees its last `window` keys).
+inline Var causal_attention(Var q, Var k, Var v, const Tensor& segments, double scale, std::int64_t window = 0) {
+    DEVIANT_REQUIRE(window >= 0, "causal_attention: sliding window must be >= 0, got {}", window);
     Tensor seg = segments.to(q.device()).contiguous();
-    ops::AttentionOutput r = ops::causal_attention_forward(q.value(), k.value(), v.value(), seg, scale);
+    ops::AttentionOutput r = ops::causal_attention_forward(q.value(), k.value(), v.value(), seg, scale, window);
     return q.tape->record(r.out, {q, k, v}, [](Tape& t, const Node& n) {
         ops::AttentionGrads g = ops::causal_attention_backward(t.value(n.in[0]), t.value(n.in[1]), t.value(n.in[2]), n.saved[2], n.saved[0],
-                                                               n.saved[1], output_grad(t, n), n.attr<detail::AttentionAttr>().scale);
+                                                               n.saved[1], output_grad(t, n), n.attr<detail::AttentionAttr>().scale,
+                                                               n.attr<detail::AttentionAttr>().window);
         t.accumulate(n.in[0], std::move(g.dq));
         t.accumulate(n.in[1], std::move(g.dk));
         t.accumulate(n.in[2], std::move(g.dv));
-    }, {r.out, r.lse, seg}, detail::AttentionAttr{scale});
+    }, {r.out, r.lse, seg}, detail::AttentionAttr{scale, window});
 }
 
 }  // namespace deviant

@@ -57,6 +57,15 @@ inline void hash_model_config(ContentHash& h, const io::ModelConfig& c) {
     h.add(c.norm_eps);
     h.add(c.rope_theta);
     h.add_string(c.rope_type);
+    if (c.rope_type != "default" && !c.rope_type.empty()) {
+        for (double v : {c.rope.factor, c.rope.low_freq_factor, c.rope.high_freq_factor, c.rope.attention_factor.value_or(-1.0),
+                         c.rope.mscale.value_or(-1.0), c.rope.mscale_all_dim.value_or(-1.0), c.rope.beta_fast, c.rope.beta_slow})
+            h.add(v);
+        h.add(c.rope.original_max_position_embeddings);
+        h.add(std::uint8_t(c.rope.truncate));
+    }
+    for (double d : c.rope.frequency_divisors) h.add(d);
+    if (c.sliding_window > 0) h.add(c.sliding_window);
     h.add_string(c.hidden_act);
     h.add(std::uint8_t(c.tie_word_embeddings));
     h.add(std::uint8_t(c.attention_bias));
