@@ -1,6 +1,8 @@
 // BPE tokenizer: ids and decoded text equal the reference `tokenizers` package (fixtures made by
 // tests/data/make_tokenizer_fixtures.py), special-token handling, no doubled BOS, invalid UTF-8,
-// hand-worked merge order, chat template, and malformed tokenizer.json files.
+// hand-worked merge order, chat template, malformed tokenizer.json files, and the byte-level
+// pre-tokenizers a GGUF file names (each compiles; several against `tokenizers` with the same
+// regexes).
 #define BOOST_TEST_MODULE tokenizer
 #include <boost/test/unit_test.hpp>
 
@@ -9,10 +11,12 @@
 #include <fstream>
 #include <functional>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "deviant/tokenizer/bpe.hpp"
 #include "deviant/tokenizer/chat_template.hpp"
+#include "deviant/tokenizer/gguf_tokenizer.hpp"
 
 using namespace deviant;
 using nlohmann::json;
@@ -328,11 +332,95 @@ BOOST_AUTO_TEST_CASE(malformed_files_name_file_and_field) {
            "pre_tokenizer.pretokenizers[0].pattern.Regex");
     mutate("bad_behavior.json", [](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Sideways"; },
            "pre_tokenizer.pretokenizers[0].behavior");
-    mutate("metaspace.json", [](json& j) { j["pre_tokenizer"] = {{"type", "Metaspace"}}; }, "pre_tokenizer.type");
-    mutate("normalizer.json", [](json& j) { j["normalizer"] = {{"type", "NFKC"}}; }, "normalizer");
+    mutate("whitespace.json", [](json& j) { j["pre_tokenizer"] = {{"type", "Whitespace"}}; }, "pre_tokenizer.type");
+    mutate("normalizer.json", [](json& j) { j["normalizer"] = {{"type", "BertNormalizer"}}; }, "normalizer.type");
     mutate("decoder.json", [](json& j) { j["decoder"] = {{"type", "WordPiece"}}; }, "decoder.type");
     mutate("added_no_id.json", [](json& j) { j["added_tokens"][0].erase("id"); }, "added_tokens[0].id");
     mutate("template_unknown.json", [](json& j) { j["post_processor"]["processors"][1]["special_tokens"] = json::object(); },
            "post_processor.processors[1].special_tokens");
     mutate("unk_missing.json", [](json& j) { j["model"]["unk_token"] = "<nope>"; }, "model.unk_token");
+}
+
+// The pre-tokenizers of GGUF byte-level tokenizers: the regexes of several names are the ones the
+// fixture script lists, and with llama3_style.json's vocabulary they give the pieces and ids
+// `tokenizers` gives with Sequence[Split(regex, Isolated)..., ByteLevel].
+BOOST_AUTO_TEST_CASE(gguf_pre_tokenizers_match_tokenizers) {
+    const json fixture = fixture_json("gguf_pre_tokenizers.json");
+    const json& want = fixture["pre_tokenizers"];
+    const auto texts = fixture["texts"].get<std::vector<std::string>>();
+    const json base = fixture_json("llama3_style.json");
+    BOOST_TEST(want.size() >= 20u);
+    BOOST_TEST(texts.size() >= 24u);
+    for (auto it = want.begin(); it != want.end(); ++it) {
+        BOOST_TEST_CONTEXT("pre-tokenizer " << it.key()) {
+            const GgufPreTokenizer* row = find_gguf_pre_tokenizer(it.key());
+            BOOST_REQUIRE(row);
+            std::vector<std::string> splits(row->splits.begin(), row->splits.end());
+            BOOST_TEST(splits == it.value()["splits"].get<std::vector<std::string>>(), boost::test_tools::per_element());
+            BOOST_TEST(row->ignore_merges == it.value()["ignore_merges"].get<bool>());
+            json j = base;
+            j["pre_tokenizer"] = gguf_pre_tokenizer_json(*row);
+            j["model"]["ignore_merges"] = row->ignore_merges;
+            const BpeTokenizer tok = BpeTokenizer::from_json(j, it.key());
+            for (std::size_t i = 0; i < texts.size(); ++i) {
+                BOOST_TEST(tok.pre_tokens(texts[i]) == it.value()["pieces"][i].get<std::vector<std::string>>(),
+                           boost::test_tools::per_element());
+                const std::vector<TokenId> ids = ids_of(it.value()["ids"][i]);
+                BOOST_TEST(tok.encode(texts[i], false) == ids, boost::test_tools::per_element());
+                BOOST_TEST(tok.decode(ids) == texts[i]);
+            }
+        }
+    }
+}
+
+// Every name of the table loads (each regex compiles) and encodes any text reversibly; names are
+// unique; unknown names are not found.
+BOOST_AUTO_TEST_CASE(every_gguf_pre_tokenizer_loads) {
+    json j = fixture_json("llama3_style.json");
+    std::set<std::string_view> names;
+    std::size_t rows = 0;
+    for (const GgufPreTokenizer& row : gguf_pre_tokenizers()) {
+        ++rows;
+        j["pre_tokenizer"] = gguf_pre_tokenizer_json(row);
+        const BpeTokenizer tok = BpeTokenizer::from_json(j, std::string(row.names.front()));
+        for (std::string_view name : row.names) {
+            BOOST_TEST(names.insert(name).second, "'" << name << "' appears twice");
+            BOOST_TEST(find_gguf_pre_tokenizer(name) == &row);
+        }
+        for (const json& c : expected()["llama3_style.json"]["cases"]) {
+            const std::string text = c["text"];
+            BOOST_TEST(tok.decode(tok.encode(text, false)) == text, row.names.front() << ": '" << text << "'");
+        }
+    }
+    BOOST_TEST(rows >= 25u);
+    BOOST_TEST(names.size() >= 80u);
+    for (const char* name : {"deepseek-llm", "deepseek-coder", "deepseek-v3", "gpt-4o", "falcon", "mpt", "starcoder", "command-r", "olmo",
+                             "dbrx", "jais", "stablelm2", "tekken", "pixtral", "poro-chat", "chatglm-bpe", "viking", "bloom",
+                             "gpt3-finnish", "exaone", "minerva-7b", "chameleon", "phi-2", "seed-coder", "superbpe", "trillion",
+                             "bailingmoe", "kimi-k2", "smollm", "llama-bpe", "qwen2", "default", "gpt2"})
+        BOOST_TEST(find_gguf_pre_tokenizer(name) != nullptr, name);
+    BOOST_TEST(find_gguf_pre_tokenizer("no-such-pre") == nullptr);
+    BOOST_TEST(gguf_pre_tokenizer_names().find("kimi-k2") != std::string::npos);
+}
+
+// Regex details that matter for pre-tokenizers: script properties are the Script property (as in
+// Oniguruma), not Script_Extensions; empty matches are reported when asked for, never twice at one
+// position nor right where a match ended.
+BOOST_AUTO_TEST_CASE(regex_scripts_and_empty_matches) {
+    using Matches = std::vector<std::pair<std::size_t, std::size_t>>;
+    const std::string han = "\xE4\xB8\xAD\xE6\x96\x87";  // 中文
+    const std::string full_stop = "\xE3\x80\x82";        // 。 (Common script, Han by extension)
+    BOOST_TEST((text::Regex(R"(\p{Han}+)").find_all(han + full_stop + han) == Matches{{0, 6}, {9, 15}}));
+    BOOST_TEST((text::Regex(R"([^\P{Han}]+)").find_all(han + full_stop) == Matches{{0, 6}}));
+    BOOST_TEST((text::Regex(R"(\\p{Han})").find_all(R"(a\p{Han})") == Matches{{1, 8}}));  // an escaped backslash, then text
+    BOOST_TEST((text::Regex(R"((?=(\d{3})+(?!\d)))").find_all("1234567", true) == Matches{{1, 1}, {4, 4}}));
+    BOOST_TEST(text::Regex(R"((?=(\d{3})+(?!\d)))").find_all("1234567").empty());
+    BOOST_TEST((text::Regex(R"(a|(?=b))").find_all("ab", true) == Matches{{0, 1}}));  // the empty match at 1 follows "a"
+    bool thrown = false;
+    try {
+        text::Regex bad("(unclosed");
+    } catch (const Error& e) {
+        thrown = std::string(e.what()).find("(unclosed") != std::string::npos;
+    }
+    BOOST_TEST(thrown);
 }

@@ -15,10 +15,19 @@ tests/data/tokenizers/:
 and writes expected.json: for held-out strings (none of them in the corpus) the ids with and
 without special tokens and the decoded text, all computed by `tokenizers`.
 
+gguf_pre_tokenizers.json: for the byte-level pre-tokenizers a GGUF file names in
+tokenizer.ggml.pre (llama.cpp's list of split regexes per name, GGUF_PRE_TOKENIZERS below), the
+regexes, and the pieces and ids `tokenizers` gives on held-out strings ("texts") when
+llama3_style.json's vocabulary is used with Sequence[Split(regex, Isolated)...,
+ByteLevel(use_regex=false)].
+
 Run from anywhere:  python3 tests/data/make_tokenizer_fixtures.py
+(`... make_tokenizer_fixtures.py pre-tokenizers` rewrites only gguf_pre_tokenizers.json, from the
+saved llama3_style.json.)
 """
 import json
 import os
+import sys
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -193,6 +202,117 @@ INVALID_UTF8_HEX = [
 ]
 
 
+GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
+GPT4O_PATTERN = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+NOT_HAN_UPPER = r"(?:(?!\p{Han})[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}])"
+NOT_HAN_LOWER = r"(?:(?!\p{Han})[\p{Ll}\p{Lm}\p{Lo}\p{M}])"
+CONTRACTIONS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)"
+DEEPSEEK_LLM_LETTERS = (  # cased letters as DeepSeek LLM's tokenizer.json lists them
+    r"\s?[A-Za-z\x{B5}\x{C0}-\x{D6}\x{D8}-\x{F6}\x{F8}-\x{1BA}\x{1BC}-\x{1BF}\x{1C4}-\x{293}\x{295}-\x{2AF}\x{370}-\x{373}"
+    r"\x{376}\x{377}\x{37B}-\x{37D}\x{37F}\x{386}\x{388}-\x{38A}\x{38C}\x{38E}-\x{3A1}\x{3A3}-\x{3F5}\x{3F7}-\x{481}"
+    r"\x{48A}-\x{52F}\x{531}-\x{556}\x{10A0}-\x{10C5}\x{13A0}-\x{13F5}\x{13F8}-\x{13FD}\x{1C90}-\x{1CBA}\x{1CBD}-\x{1CBF}"
+    r"\x{1D00}-\x{1D2B}\x{1D6B}-\x{1D77}\x{1D79}-\x{1D9A}\x{1E00}-\x{1F15}\x{1F18}-\x{1F1D}\x{1F20}-\x{1F45}\x{1F48}-\x{1F4D}"
+    r"\x{1F50}-\x{1F57}\x{1F59}\x{1F5B}\x{1F5D}\x{1F5F}-\x{1F7D}\x{1F80}-\x{1FB4}\x{1FB6}-\x{1FBC}\x{1FBE}\x{1FC2}-\x{1FC4}"
+    r"\x{1FC6}-\x{1FCC}\x{1FD0}-\x{1FD3}\x{1FD6}-\x{1FDB}\x{1FE0}-\x{1FEC}\x{1FF2}-\x{1FF4}\x{1FF6}-\x{1FFC}\x{2102}\x{2107}"
+    r"\x{210A}-\x{2113}\x{2115}\x{2119}-\x{211D}\x{2124}\x{2126}\x{2128}\x{212A}-\x{212D}\x{212F}-\x{2134}\x{2139}"
+    r"\x{213C}-\x{213F}\x{2145}-\x{2149}\x{214E}\x{2183}\x{2184}\x{2C00}-\x{2C7B}\x{2C7E}-\x{2CE4}\x{2CEB}-\x{2CEE}\x{2CF2}"
+    r"\x{2CF3}\x{A640}-\x{A66D}\x{A680}-\x{A69B}\x{A722}-\x{A76F}\x{A771}-\x{A787}\x{A78B}-\x{A78E}\x{AB70}-\x{ABBF}"
+    r"\x{FB00}-\x{FB06}\x{FB13}-\x{FB17}\x{FF21}-\x{FF3A}\x{FF41}-\x{FF5A}\x{10400}-\x{1044F}\x{104B0}-\x{104D3}"
+    r"\x{104D8}-\x{104FB}\x{10C80}-\x{10CB2}\x{10CC0}-\x{10CF2}\x{118A0}-\x{118DF}\x{1E900}-\x{1E943}]+"
+)
+DEEPSEEK_CJK = r"[\x{4E00}-\x{9FA5}\x{0800}-\x{4E00}\x{AC00}-\x{D7FF}]+"
+BLOOM_PATTERN = r" ?[^(\s|.,!?\x{2026}\x{3002}\x{FF0C}\x{3001}\x{0964}\x{06D4}\x{060C})]+"
+
+# tokenizer.ggml.pre name -> (split regexes in order, ignore_merges): llama.cpp's lists (src/llama-vocab.cpp),
+# with the tokenizer.json originals where llama.cpp rewrites a pattern for its own regex engine.
+GGUF_PRE_TOKENIZERS = {
+    "default": ([r"[\p{P}\$\+<=>\^~\|]+", GPT2_PATTERN, r"\p{N}+", "[0-9][0-9][0-9]"], False),
+    "gpt-2": ([GPT2_PATTERN], False),
+    "starcoder": ([r"\p{N}", GPT2_PATTERN], False),
+    "falcon": ([r"[\p{P}\$\+<=>\^~\|`]+", GPT2_PATTERN, "[0-9][0-9][0-9]"], False),
+    "llama-bpe": ([LLAMA3_PATTERN], True),
+    "dbrx": ([LLAMA3_PATTERN], False),
+    "jais-2": ([LLAMA3_PATTERN.replace(r"|\s+(?!\S)|\s+", "") + r"|\s{512}(?!\S)|\s{256}(?!\S)|\s{128}(?!\S)|\s{64}(?!\S)"
+                r"|\s{32}(?!\S)|\s{16}(?!\S)|\s{8}(?!\S)|\s{4}(?!\S)|\s{1,2}(?!\S)|\s{1}"], False),
+    "qwen2": ([QWEN2_PATTERN], False),
+    "qwen35": ([r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+"], False),
+    "deepseek-llm": (["[\r\n]", DEEPSEEK_LLM_LETTERS,
+                      r"\s?[!-/:-~\x{FF01}-\x{FF0F}\x{FF1A}-\x{FF5E}\x{2018}-\x{201F}\x{3000}-\x{3002}]+", r"\s+$",
+                      DEEPSEEK_CJK, r"\p{N}+"], False),
+    "deepseek-coder": (["[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", DEEPSEEK_CJK, r"\p{N}"], False),
+    "deepseek-v3": ([r"\p{N}{1,3}", r"[\x{4E00}-\x{9FA5}\x{3040}-\x{309F}\x{30A0}-\x{30FF}]+",
+                     r"""[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+"""
+                     r"| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"], False),
+    "bloom": ([BLOOM_PATTERN], False),
+    "viking": ([BLOOM_PATTERN, r"\p{N}"], False),
+    "tekken": ([r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+                r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+                r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"], True),
+    "chameleon": (["<sentinel:[0-9]+>", "(IMGIMG)((A|B|C|D|E|F|G|H|I){1,4})Z", r"([\t\n]|    |  )", r"\p{N}",
+                   r"[\p{P}!-/:-@\[-`{-~]", GPT2_PATTERN], False),
+    "gpt-4o": ([GPT4O_PATTERN], False),
+    "tiny_aya": ([r"\d{1,3}(?=(?:\d{3})*\b)", GPT4O_PATTERN], False),
+    "kimi-k2": ([r"[\p{Han}]+"
+                 rf"|[^\r\n\p{{L}}\p{{N}}]?{NOT_HAN_UPPER}*{NOT_HAN_LOWER}+{CONTRACTIONS}?"
+                 rf"|[^\r\n\p{{L}}\p{{N}}]?{NOT_HAN_UPPER}+{NOT_HAN_LOWER}*{CONTRACTIONS}?"
+                 r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"], False),
+    "superbpe": ([r"\p{N}+", r"(?=(\d{3})+(?!\d))"], False),
+    "bailingmoe": ([r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"],
+                   False),
+    "seed-coder": ([r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1}| ?[^\s\p{L}\p{N}\r\n]+|\s*[\r\n]+"
+                    r"|\s+(?!\S)|\s+"], False),
+    "exaone-moe": ([r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?(?:\p{L}\p{M}*(?: \p{L}\p{M}*)*)+|\p{N}"
+                    r"| ?[^\s\p{L}\p{N}]+[\r\n/]?|\s*[\r\n]|\s+(?!\S)|\s+"], False),
+    "minicpm5": ([r"\p{N}{1,3}", QWEN2_PATTERN.replace(r"|\p{N}|", r"|\p{N}+|")], True),
+    "ufakzeka": ([r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"], False),
+    "laguna": ([r"[^\n]+|[\n]+", r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"], False),
+}
+
+# Strings where the pre-tokenizers above differ from one another.
+PRE_TOKENIZER_STRINGS = [
+    "getUserName iPhone helloWorld HTTPServer",
+    "1234567 12 123456789 3.14159 1,000,000",
+    "汉字和English混合，中文标点。日本語のかなカナ",
+    "<sentinel:12> IMGIMGABZ then IMGIMGZ",
+    "  double  spaces\t\ttabs    four",
+    "\u216b \u00bd \u00b2\u00b3 \u0660\u0661\u0662",
+    "\u03a3\u038a\u03a3\u03a5\u03a6\u039f\u03a3 \u210c \u212d \u1fbe \u2126",
+    "\uff21\uff22\uff23 \uff01\uff1f\u3002\u3001 \u201cquotes\u201d",
+    "I'VE SEEN IT'S THE BEST'LL 'd",
+    "path/to/file.txt\nnext/line\r\n",
+    "x" + " " * 70 + "y",
+    "caf\u00e9 cafe\u0301 na\u00efve",
+]
+
+
+def gguf_pre_tokenizer_cases():
+    src = json.load(open(os.path.join(OUT, "llama3_style.json"), encoding="utf-8"))
+    strings = PRE_TOKENIZER_STRINGS + [t for t in TEST_STRINGS if len(t) > 12 and len(set(t)) > 3][:14]
+    out = {"texts": strings, "pre_tokenizers": {}}
+    for name, (splits, ignore_merges) in GGUF_PRE_TOKENIZERS.items():
+        j = json.loads(json.dumps(src))
+        j["model"]["ignore_merges"] = ignore_merges
+        j["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": r}, "behavior": "Isolated", "invert": False} for r in splits] + [
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+        tok = Tokenizer.from_str(json.dumps(j))
+        out["pre_tokenizers"][name] = {"splits": splits, "ignore_merges": ignore_merges,
+                                       "pieces": [[p for p, _ in tok.pre_tokenizer.pre_tokenize_str(t)] for t in strings],
+                                       "ids": [tok.encode(t, add_special_tokens=False).ids for t in strings]}
+    with open(os.path.join(OUT, "gguf_pre_tokenizers.json"), "w", encoding="utf-8") as f:
+        json.dump(out, f, ensure_ascii=False, separators=(",", ":"))
+    distinct = len({json.dumps(v["pieces"]) for v in out["pre_tokenizers"].values()})
+    print("gguf_pre_tokenizers.json:", len(GGUF_PRE_TOKENIZERS), "pre-tokenizers,", distinct, "distinct encodings of",
+          len(strings), "strings")
+
+
 def train_gpt2(lines):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -294,6 +414,9 @@ def invalid_cases(tok):
 
 
 def main():
+    if sys.argv[1:] == ["pre-tokenizers"]:
+        gguf_pre_tokenizer_cases()
+        return
     os.makedirs(OUT, exist_ok=True)
     lines = corpus_lines()
     for s in TEST_STRINGS:
@@ -320,7 +443,8 @@ def main():
         expected[name]["chat"] = {"text": text, "ids_with_special": tok.encode(text, add_special_tokens=True).ids}
     with open(os.path.join(OUT, "expected.json"), "w", encoding="utf-8") as f:
         json.dump(expected, f, ensure_ascii=False, separators=(",", ":"))
-    for name in ("gpt2_style.json", "llama3_style.json", "fallback_style.json", "expected.json"):
+    gguf_pre_tokenizer_cases()
+    for name in ("gpt2_style.json", "llama3_style.json", "fallback_style.json", "expected.json", "gguf_pre_tokenizers.json"):
         print(name, os.path.getsize(os.path.join(OUT, name)), "bytes")
     print("vocab sizes:", gpt2.get_vocab_size(), llama3.get_vocab_size(), fallback.get_vocab_size())
 

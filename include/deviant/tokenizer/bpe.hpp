@@ -1,30 +1,38 @@
-// deviant/tokenizer/bpe.hpp — byte-level BPE tokenizer compatible with Hugging Face tokenizer.json
-// (GPT-2, Llama-3, SmolLM style) and with SentencePiece-style byte_fallback vocabularies.
+// deviant/tokenizer/bpe.hpp — BPE tokenizer compatible with Hugging Face tokenizer.json: byte-level
+// vocabularies (GPT-2, Llama-3, Qwen2, SmolLM style) and SentencePiece-style ones with "▁" for
+// spaces and <0xNN> byte fallback (Llama-2, Mistral-7B, TinyLlama).
 // Why: training and evaluation need the exact token ids the reference `tokenizers` library gives.
 //
-// Layout: BpeVocabulary (tokens, merges, added tokens, model flags) and BpePipeline (pre-tokenizer
-// steps, decoder steps, the special tokens a post-processor adds) are plain data that any source
-// can fill — tokenizer.json here, a GGUF reader later; BpeTokenizer holds the algorithm.
+// Layout: BpeVocabulary (tokens, merges, added tokens, model flags) and BpePipeline (normalizer,
+// pre-tokenizer and decoder steps, the special tokens a post-processor adds) are plain data that
+// any source can fill — tokenizer.json here, a GGUF file in gguf_tokenizer.hpp; BpeTokenizer holds
+// the algorithm.
 //
 // encode(text): (1) invalid UTF-8 is replaced like bytes.decode("utf-8", "replace");
-// (2) added tokens are matched leftmost-longest (non-normalized ones first, then normalized ones,
-// honouring lstrip/rstrip/single_word); (3) each text segment goes through the pre-tokenizer
-// steps (Split regex/string, Digits, ByteLevel with GPT-2 regex and byte mapping); (4) each
-// pre-token is looked up whole when ignore_merges is set, else split into characters (unknown
-// ones -> <0xNN> byte tokens with byte_fallback, else unk) and merged by rank lowest-first,
-// leftmost on ties, as `tokenizers` does; results are cached per pre-token.
-// (5) with add_special_tokens the post-processor's prefix (BOS) / suffix (EOS) is added — but not
-// when the ids already start with the prefix / end with the suffix (no doubled BOS/EOS; the
-// reference would double them).
+// (2) non-normalized added tokens are matched leftmost-longest in the text (honouring
+// lstrip/rstrip/single_word); (3) the text between them goes through the normalizer steps
+// (Prepend, Replace, Strip; NFC/NFD/NFKC/NFKD when built with utf8proc), then normalized added
+// tokens are matched in the result; (4) each remaining segment goes through the pre-tokenizer
+// steps (Split regex/string — empty regex matches split too, Digits, ByteLevel with GPT-2 regex
+// and byte mapping, Metaspace: spaces -> "▁", a "▁" prefix always / on the text's first segment /
+// never, optional split before each "▁"); (5) each pre-token is looked up whole when
+// ignore_merges is set, else split into characters (unknown ones -> <0xNN> byte tokens with
+// byte_fallback, else unk) and merged by rank lowest-first, leftmost on ties, as `tokenizers`
+// does; results are cached per pre-token. (6) with add_special_tokens the post-processor's
+// prefix (BOS) / suffix (EOS) is added — but not when the ids already start with the prefix / end
+// with the suffix (no doubled BOS/EOS; the reference would double them).
 // decode(ids): added tokens by content, the rest by vocab; decoder steps ByteLevel (lossy UTF-8),
-// ByteFallback, Fuse; without a decoder tokens are joined by spaces (as `tokenizers` does).
-// Not supported (load fails with a message naming the field): normalizers, Metaspace/Whitespace
-// pre-tokenizers, WordPiece/Unigram models, other decoders.
+// ByteFallback, Fuse, Replace, Strip, Metaspace; without a decoder tokens are joined by spaces
+// (as `tokenizers` does).
+// Not supported (load fails with a message naming the field): other normalizers (Precompiled,
+// Lowercase, BertNormalizer, ...), Whitespace/Bert/Punctuation pre-tokenizers, WordPiece/Unigram
+// models, other decoders and post-processors.
 #pragma once
 #include <algorithm>
 #include <array>
 #include <cctype>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -42,6 +50,10 @@
 #include "deviant/core/error.hpp"
 #include "deviant/tokenizer/regex.hpp"
 #include "deviant/tokenizer/utf8.hpp"
+
+#if defined(DEVIANT_WITH_UTF8PROC)
+#include <utf8proc.h>
+#endif
 
 namespace deviant {
 
@@ -91,8 +103,50 @@ struct BpeVocabulary {
 
 enum class SplitBehavior { removed, isolated, merged_with_previous, merged_with_next, contiguous };
 
+// Where Metaspace puts its "▁" prefix: on every segment, on the text's first segment only (not
+// after a leading added token), or nowhere.
+enum class PrependScheme { always, first, never };
+
+inline constexpr std::string_view kMetaspaceReplacement = "\xE2\x96\x81";  // U+2581 "▁"
+
+// One normalizer step, applied to the text between non-normalized added tokens.
+struct NormalizerStep {
+    enum class Kind { prepend, replace, strip, nfc, nfd, nfkc, nfkd };
+    Kind kind = Kind::prepend;
+    std::string pattern;            // replace: what is replaced (a literal, or a regex)
+    bool pattern_is_regex = false;
+    std::string content;            // prepend: the prefix; replace: the replacement
+    bool strip_left = false, strip_right = false;  // strip: white space on either side
+
+    static NormalizerStep prepend(std::string_view prefix) {
+        NormalizerStep s;
+        s.content = std::string(prefix);
+        return s;
+    }
+    static NormalizerStep replace(std::string_view pattern, std::string_view content, bool regex = false) {
+        NormalizerStep s;
+        s.kind = Kind::replace;
+        s.pattern = std::string(pattern);
+        s.pattern_is_regex = regex;
+        s.content = std::string(content);
+        return s;
+    }
+    static NormalizerStep strip(bool left, bool right) {
+        NormalizerStep s;
+        s.kind = Kind::strip;
+        s.strip_left = left;
+        s.strip_right = right;
+        return s;
+    }
+    static NormalizerStep unicode(Kind form) {  // nfc, nfd, nfkc or nfkd
+        NormalizerStep s;
+        s.kind = form;
+        return s;
+    }
+};
+
 struct PreTokenizerStep {
-    enum class Kind { split, byte_level };
+    enum class Kind { split, byte_level, metaspace };
     Kind kind = Kind::split;
     // split
     std::string pattern;
@@ -102,6 +156,10 @@ struct PreTokenizerStep {
     // byte_level
     bool add_prefix_space = false;
     bool use_regex = true;
+    // metaspace
+    std::string replacement{kMetaspaceReplacement};
+    PrependScheme prepend_scheme = PrependScheme::always;
+    bool split_on_replacement = true;
 
     static PreTokenizerStep split_regex(std::string_view re, SplitBehavior b = SplitBehavior::isolated, bool inv = false) {
         PreTokenizerStep s;
@@ -122,21 +180,65 @@ struct PreTokenizerStep {
         s.use_regex = regex;
         return s;
     }
+    static PreTokenizerStep metaspace(PrependScheme scheme = PrependScheme::always, bool split = true,
+                                      std::string_view replacement = kMetaspaceReplacement) {
+        PreTokenizerStep s;
+        s.kind = Kind::metaspace;
+        s.prepend_scheme = scheme;
+        s.split_on_replacement = split;
+        s.replacement = std::string(replacement);
+        return s;
+    }
 };
 
-enum class DecoderStep { byte_level, byte_fallback, fuse };
+// One decoder step, applied to the list of token strings. Built from its kind alone for the steps
+// without parameters: {DecoderStep::byte_level}.
+struct DecoderStep {
+    enum Kind { byte_level, byte_fallback, fuse, replace, strip, metaspace };
+    Kind kind = byte_level;
+    std::string pattern;            // replace: what is replaced (a literal, or a regex)
+    bool pattern_is_regex = false;
+    std::string content;            // replace: the replacement; strip: the character stripped
+    std::size_t strip_start = 0, strip_stop = 0;  // strip: at most this many from each end
+    std::string replacement{kMetaspaceReplacement};          // metaspace
+    PrependScheme prepend_scheme = PrependScheme::always;    // metaspace: never keeps the first token's
+
+    DecoderStep(Kind k = byte_level) : kind(k) {}  // NOLINT: implicit on purpose
+    static DecoderStep replace_text(std::string_view pattern, std::string_view content, bool regex = false) {
+        DecoderStep s(replace);
+        s.pattern = std::string(pattern);
+        s.pattern_is_regex = regex;
+        s.content = std::string(content);
+        return s;
+    }
+    static DecoderStep strip_char(std::string_view character, std::size_t start, std::size_t stop) {
+        DecoderStep s(strip);
+        s.content = std::string(character);
+        s.strip_start = start;
+        s.strip_stop = stop;
+        return s;
+    }
+    static DecoderStep metaspace_of(PrependScheme scheme, std::string_view replacement = kMetaspaceReplacement) {
+        DecoderStep s(metaspace);
+        s.prepend_scheme = scheme;
+        s.replacement = std::string(replacement);
+        return s;
+    }
+};
 
 struct BpePipeline {
     std::vector<PreTokenizerStep> pre_tokenizer;
     std::vector<DecoderStep> decoder;    // empty: tokens joined by " "
     std::vector<TokenId> prefix_tokens;  // added by encode(..., add_special_tokens=true), e.g. BOS
     std::vector<TokenId> suffix_tokens;  // e.g. EOS
+    std::vector<NormalizerStep> normalizer;
 
-    static BpePipeline gpt2() { return {{PreTokenizerStep::byte_level(false, true)}, {DecoderStep::byte_level}, {}, {}}; }
+    static BpePipeline gpt2() { return {{PreTokenizerStep::byte_level(false, true)}, {DecoderStep::byte_level}, {}, {}, {}}; }
     static BpePipeline llama3(TokenId bos) {
         return {{PreTokenizerStep::split_regex(kLlama3Pattern), PreTokenizerStep::byte_level(false, false)},
                 {DecoderStep::byte_level},
                 {bos},
+                {},
                 {}};
     }
 };
@@ -159,12 +261,23 @@ public:
             text = valid_storage;
         }
         std::vector<TokenId> ids;
-        for (const Segment& seg : split_added_tokens(text)) {
+        for (const Segment& seg : split_added_tokens(text, 0)) {
             if (seg.added_id) {
                 ids.push_back(*seg.added_id);
                 continue;
             }
-            for (const std::string& piece : pre_tokenize(text.substr(seg.begin, seg.end - seg.begin))) tokenize_piece(piece, ids);
+            std::string normalized_storage;
+            std::string_view normalized = text.substr(seg.begin, seg.end - seg.begin);
+            if (!pipeline_.normalizer.empty()) normalized = normalized_storage = normalize(normalized);
+            for (const Segment& sub : split_added_tokens(normalized, 1)) {
+                if (sub.added_id) {
+                    ids.push_back(*sub.added_id);
+                    continue;
+                }
+                const bool at_text_start = seg.begin == 0 && sub.begin == 0;
+                for (const std::string& piece : pre_tokenize(normalized.substr(sub.begin, sub.end - sub.begin), at_text_start))
+                    tokenize_piece(piece, ids);
+            }
         }
         if (add_special_tokens) {
             const auto& pre = pipeline_.prefix_tokens;
@@ -186,14 +299,34 @@ public:
             if (skip_special && is_special_[id]) continue;
             tokens.push_back(id_to_piece_[id]);
         }
-        for (DecoderStep step : pipeline_.decoder) {
-            switch (step) {
+        for (std::size_t k = 0; k < pipeline_.decoder.size(); ++k) {
+            const DecoderStep& step = pipeline_.decoder[k];
+            switch (step.kind) {
                 case DecoderStep::byte_level: tokens = {decode_byte_level(tokens)}; break;
                 case DecoderStep::byte_fallback: tokens = decode_byte_fallback(tokens); break;
                 case DecoderStep::fuse: tokens = {join(tokens, "")}; break;
+                case DecoderStep::replace:
+                    for (std::string& t : tokens) t = replace_all(t, step.pattern, step.content, decoder_regexes_[k].get());
+                    break;
+                case DecoderStep::strip:
+                    for (std::string& t : tokens) t = strip_repeated(t, step.content, step.strip_start, step.strip_stop);
+                    break;
+                case DecoderStep::metaspace:
+                    // the first token loses its "▁" (the prefix the pre-tokenizer added), the others turn it into " "
+                    for (std::size_t i = 0; i < tokens.size(); ++i)
+                        tokens[i] = replace_all(tokens[i], step.replacement,
+                                                i == 0 && step.prepend_scheme != PrependScheme::never ? "" : " ", nullptr);
+                    break;
             }
         }
         return join(tokens, pipeline_.decoder.empty() ? " " : "");
+    }
+
+    // The pieces the BPE model sees for text with no added tokens in it: the normalizer's and the
+    // pre-tokenizer's output (byte-level pieces in their byte-to-unicode form).
+    std::vector<std::string> pre_tokens(std::string_view text) const {
+        const std::string valid = text::is_valid_utf8(text) ? std::string(text) : text::utf8_make_valid(text);
+        return pre_tokenize(pipeline_.normalizer.empty() ? valid : normalize(valid), true);
     }
 
     std::optional<TokenId> bos_id() const { return vocab_.bos_id; }
@@ -278,7 +411,28 @@ private:
             else if (s.kind == PreTokenizerStep::Kind::byte_level && s.use_regex)
                 c.regex = std::make_shared<text::Regex>(kGpt2Pattern);
             DEVIANT_REQUIRE(s.kind != PreTokenizerStep::Kind::split || !s.pattern.empty(), "BpePipeline: empty Split pattern");
+            DEVIANT_REQUIRE(s.kind != PreTokenizerStep::Kind::metaspace || text::utf8_length(s.replacement) == 1,
+                            "BpePipeline: Metaspace replacement '{}' is not one character", s.replacement);
             steps_.push_back(std::move(c));
+        }
+        // normalizer and decoder regexes (null where the pattern is a literal)
+        for (const NormalizerStep& n : pipeline_.normalizer) {
+            DEVIANT_REQUIRE(n.kind != NormalizerStep::Kind::replace || !n.pattern.empty(), "BpePipeline: empty Replace pattern");
+#if !defined(DEVIANT_WITH_UTF8PROC)
+            DEVIANT_REQUIRE(n.kind == NormalizerStep::Kind::prepend || n.kind == NormalizerStep::Kind::replace ||
+                                n.kind == NormalizerStep::Kind::strip,
+                            "BpePipeline: Unicode normalization forms need utf8proc (build with DEVIANT_WITH_UTF8PROC)");
+#endif
+            normalizer_regexes_.push_back(n.kind == NormalizerStep::Kind::replace && n.pattern_is_regex
+                                              ? std::make_shared<text::Regex>(n.pattern)
+                                              : nullptr);
+        }
+        for (const DecoderStep& d : pipeline_.decoder) {
+            DEVIANT_REQUIRE(d.kind != DecoderStep::replace || !d.pattern.empty(), "BpePipeline: empty Replace decoder pattern");
+            DEVIANT_REQUIRE(d.kind != DecoderStep::strip || text::utf8_length(d.content) == 1,
+                            "BpePipeline: Strip decoder content '{}' is not one character", d.content);
+            decoder_regexes_.push_back(d.kind == DecoderStep::replace && d.pattern_is_regex ? std::make_shared<text::Regex>(d.pattern)
+                                                                                            : nullptr);
         }
         for (TokenId id : pipeline_.prefix_tokens) check_id(id, "prefix (BOS) token");
         for (TokenId id : pipeline_.suffix_tokens) check_id(id, "suffix (EOS) token");
@@ -298,59 +452,122 @@ private:
         return u >= 0x80 || std::isalnum(u) || c == '_';
     }
 
-    // Splits text into added-token matches and the text between them.
-    std::vector<Segment> split_added_tokens(std::string_view text) const {
-        std::vector<Segment> segs{{0, text.size(), std::nullopt}};
-        for (int pass = 0; pass < 2; ++pass) {
-            std::vector<Segment> next;
-            for (const Segment& seg : segs) {
-                if (seg.added_id) {
-                    next.push_back(seg);
-                    continue;
+    // Splits text into the matches of one group of added tokens (pass 0: non-normalized ones, on
+    // the raw text; pass 1: normalized ones, on the normalized text) and the text between them.
+    std::vector<Segment> split_added_tokens(std::string_view text, int pass) const {
+        std::vector<Segment> segs;
+        std::size_t cursor = 0, pos = 0;
+        while (pos < text.size()) {
+            const AddedToken* hit = nullptr;
+            for (std::size_t idx : added_by_first_byte_[pass][static_cast<unsigned char>(text[pos])]) {
+                const AddedToken& t = vocab_.added_tokens[idx];
+                if (t.content.size() <= text.size() - pos && text.compare(pos, t.content.size(), t.content) == 0) {
+                    hit = &t;
+                    break;
                 }
-                std::size_t cursor = seg.begin, pos = seg.begin;
-                while (pos < seg.end) {
-                    const AddedToken* hit = nullptr;
-                    for (std::size_t idx : added_by_first_byte_[pass][static_cast<unsigned char>(text[pos])]) {
-                        const AddedToken& t = vocab_.added_tokens[idx];
-                        if (t.content.size() <= seg.end - pos && text.compare(pos, t.content.size(), t.content) == 0) {
-                            hit = &t;
-                            break;
-                        }
-                    }
-                    if (!hit) {
-                        ++pos;
-                        continue;
-                    }
-                    std::size_t b = pos, e = pos + hit->content.size();
-                    if (hit->single_word && ((b > seg.begin && is_word_byte(text[b - 1])) || (e < seg.end && is_word_byte(text[e])))) {
-                        pos = e;
-                        continue;
-                    }
-                    if (hit->lstrip)
-                        while (b > cursor && is_space_byte(text[b - 1])) --b;
-                    if (hit->rstrip)
-                        while (e < seg.end && is_space_byte(text[e])) ++e;
-                    if (b > cursor) next.push_back({cursor, b, std::nullopt});
-                    next.push_back({b, e, hit->id});
-                    cursor = pos = e;
-                }
-                if (cursor < seg.end) next.push_back({cursor, seg.end, std::nullopt});
             }
-            segs = std::move(next);
+            if (!hit) {
+                ++pos;
+                continue;
+            }
+            std::size_t b = pos, e = pos + hit->content.size();
+            if (hit->single_word && ((b > 0 && is_word_byte(text[b - 1])) || (e < text.size() && is_word_byte(text[e])))) {
+                pos = e;
+                continue;
+            }
+            if (hit->lstrip)
+                while (b > cursor && is_space_byte(text[b - 1])) --b;
+            if (hit->rstrip)
+                while (e < text.size() && is_space_byte(text[e])) ++e;
+            if (b > cursor) segs.push_back({cursor, b, std::nullopt});
+            segs.push_back({b, e, hit->id});
+            cursor = pos = e;
         }
+        if (cursor < text.size()) segs.push_back({cursor, text.size(), std::nullopt});
         return segs;
     }
 
-    // Applies one Split to piece, appending the resulting pieces.
-    static void split_piece(const CompiledStep& c, SplitBehavior behavior, bool invert, const std::string& piece,
-                            std::vector<std::string>& out) {
-        std::vector<std::pair<std::size_t, std::size_t>> found;
-        if (c.regex) {
-            found = c.regex->find_all(piece);
+    // The normalizer steps applied to one stretch of text between non-normalized added tokens.
+    std::string normalize(std::string_view segment) const {
+        std::string s(segment);
+        for (std::size_t k = 0; k < pipeline_.normalizer.size() && !s.empty(); ++k) {
+            const NormalizerStep& n = pipeline_.normalizer[k];
+            switch (n.kind) {
+                case NormalizerStep::Kind::prepend: s.insert(0, n.content); break;
+                case NormalizerStep::Kind::replace: s = replace_all(s, n.pattern, n.content, normalizer_regexes_[k].get()); break;
+                case NormalizerStep::Kind::strip: s = text::strip_white_space(s, n.strip_left, n.strip_right); break;
+                default: s = unicode_normalize(s, n.kind); break;
+            }
+        }
+        return s;
+    }
+
+    static std::string unicode_normalize([[maybe_unused]] const std::string& s, [[maybe_unused]] NormalizerStep::Kind form) {
+#if defined(DEVIANT_WITH_UTF8PROC)
+        int options = UTF8PROC_STABLE;
+        switch (form) {
+            case NormalizerStep::Kind::nfc: options |= UTF8PROC_COMPOSE; break;
+            case NormalizerStep::Kind::nfd: options |= UTF8PROC_DECOMPOSE; break;
+            case NormalizerStep::Kind::nfkc: options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
+            default: options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
+        }
+        utf8proc_uint8_t* out = nullptr;
+        const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()), static_cast<utf8proc_ssize_t>(s.size()),
+                                                &out, static_cast<utf8proc_option_t>(options));
+        DEVIANT_REQUIRE(n >= 0, "BpeTokenizer: Unicode normalization failed: {}", utf8proc_errmsg(n));
+        std::string result(reinterpret_cast<const char*>(out), static_cast<std::size_t>(n));
+        std::free(out);
+        return result;
+#else
+        fail("BpeTokenizer: Unicode normalization forms need utf8proc (build with DEVIANT_WITH_UTF8PROC)");
+#endif
+    }
+
+    // Every occurrence of pattern (a literal, or the matches of regex when given) replaced by content.
+    static std::string replace_all(const std::string& s, std::string_view pattern, std::string_view content, const text::Regex* regex) {
+        std::string out;
+        std::size_t prev = 0;
+        const auto emit = [&](std::size_t b, std::size_t e) {
+            out.append(s, prev, b - prev);
+            out.append(content);
+            prev = e;
+        };
+        if (regex) {
+            for (auto [b, e] : regex->find_all(s)) emit(b, e);
         } else {
-            for (std::size_t p = piece.find(c.step.pattern); p != std::string::npos; p = piece.find(c.step.pattern, p + c.step.pattern.size()))
-                found.emplace_back(p, p + c.step.pattern.size());
+            for (std::size_t p = s.find(pattern); p != std::string::npos; p = s.find(pattern, p + pattern.size())) emit(p, p + pattern.size());
+        }
+        if (prev == 0 && out.empty()) return s;
+        out.append(s, prev, std::string::npos);
+        return out;
+    }
+
+    // Strip decoder: up to `start` leading and `stop` trailing copies of one character removed.
+    static std::string strip_repeated(const std::string& s, std::string_view ch, std::size_t start, std::size_t stop) {
+        std::size_t b = 0, e = s.size();
+        for (std::size_t k = 0; k < start && s.compare(b, ch.size(), ch) == 0 && b < e; ++k) b += ch.size();
+        for (std::size_t k = 0; k < stop && e >= b + ch.size() && s.compare(e - ch.size(), ch.size(), ch) == 0; ++k) e -= ch.size();
+        return s.substr(b, e - b);
+    }
+
+    // A piece of text during pre-tokenization; at_text_start: it begins the text (Metaspace's
+    // "first" prepend scheme).
+    struct Piece {
+        std::string text;
+        bool at_text_start = false;
+    };
+
+    // Applies one Split to piece, appending the resulting pieces. Empty regex matches count, as in
+    // `tokenizers`: with Isolated they split the text at their position.
+    static void split_piece(const std::string& pattern, const text::Regex* regex, SplitBehavior behavior, bool invert,
+                            const Piece& piece, std::vector<Piece>& out) {
+        const std::string& s = piece.text;
+        std::vector<std::pair<std::size_t, std::size_t>> found;
+        if (regex) {
+            found = regex->find_all(s, /*include_empty=*/true);
+        } else {
+            for (std::size_t p = s.find(pattern); p != std::string::npos; p = s.find(pattern, p + pattern.size()))
+                found.emplace_back(p, p + pattern.size());
         }
         struct Part {
             std::size_t b, e;
@@ -363,7 +580,7 @@ private:
             parts.push_back({b, e, !invert});
             prev = e;
         }
-        if (prev < piece.size()) parts.push_back({prev, piece.size(), invert});
+        if (prev < s.size()) parts.push_back({prev, s.size(), invert});
         std::vector<std::pair<std::size_t, std::size_t>> kept;
         switch (behavior) {
             case SplitBehavior::removed:
@@ -403,28 +620,48 @@ private:
             }
         }
         for (auto [b, e] : kept)
-            if (e > b) out.push_back(piece.substr(b, e - b));
+            if (e > b) out.push_back({s.substr(b, e - b), piece.at_text_start && b == 0});
     }
 
-    std::vector<std::string> pre_tokenize(std::string_view segment) const {
-        std::vector<std::string> pieces{std::string(segment)};
+    std::vector<std::string> pre_tokenize(std::string_view segment, bool at_text_start) const {
+        if (segment.empty()) return {};
+        std::vector<Piece> pieces{{std::string(segment), at_text_start}};
         for (const CompiledStep& c : steps_) {
-            std::vector<std::string> next;
-            for (std::string& piece : pieces) {
-                if (c.step.kind == PreTokenizerStep::Kind::split) {
-                    split_piece(c, c.step.behavior, c.step.invert, piece, next);
-                    continue;
+            const PreTokenizerStep& step = c.step;
+            std::vector<Piece> next;
+            for (Piece& piece : pieces) {
+                switch (step.kind) {
+                    case PreTokenizerStep::Kind::split:
+                        split_piece(step.pattern, c.regex.get(), step.behavior, step.invert, piece, next);
+                        break;
+                    case PreTokenizerStep::Kind::byte_level: {
+                        if (step.add_prefix_space && (piece.text.empty() || piece.text[0] != ' ')) piece.text.insert(piece.text.begin(), ' ');
+                        std::vector<Piece> parts;
+                        if (c.regex) split_piece({}, c.regex.get(), SplitBehavior::isolated, false, piece, parts);
+                        else parts.push_back(std::move(piece));
+                        for (Piece& p : parts) next.push_back({text::ByteLevelMap::get().encode(p.text), p.at_text_start});
+                        break;
+                    }
+                    case PreTokenizerStep::Kind::metaspace: {
+                        Piece replaced{replace_all(piece.text, " ", step.replacement, nullptr), piece.at_text_start};
+                        const bool prepend = step.prepend_scheme == PrependScheme::always ||
+                                             (step.prepend_scheme == PrependScheme::first && piece.at_text_start);
+                        if (prepend && !replaced.text.starts_with(step.replacement)) replaced.text.insert(0, step.replacement);
+                        if (step.split_on_replacement)
+                            split_piece(step.replacement, nullptr, SplitBehavior::merged_with_next, false, replaced, next);
+                        else
+                            next.push_back(std::move(replaced));
+                        break;
+                    }
                 }
-                if (c.step.add_prefix_space && (piece.empty() || piece[0] != ' ')) piece.insert(piece.begin(), ' ');
-                std::vector<std::string> parts;
-                if (c.regex) split_piece(c, SplitBehavior::isolated, false, piece, parts);
-                else parts.push_back(std::move(piece));
-                for (const std::string& p : parts) next.push_back(text::ByteLevelMap::get().encode(p));
             }
             pieces = std::move(next);
         }
-        std::erase_if(pieces, [](const std::string& p) { return p.empty(); });
-        return pieces;
+        std::vector<std::string> out;
+        out.reserve(pieces.size());
+        for (Piece& p : pieces)
+            if (!p.text.empty()) out.push_back(std::move(p.text));
+        return out;  // NOLINT(performance-move-const-arg)
     }
 
     void tokenize_piece(const std::string& piece, std::vector<TokenId>& ids) const {
@@ -586,6 +823,7 @@ private:
     std::vector<bool> is_special_;
     std::array<std::array<std::vector<std::size_t>, 256>, 2> added_by_first_byte_{};
     std::vector<CompiledStep> steps_;
+    std::vector<std::shared_ptr<const text::Regex>> normalizer_regexes_, decoder_regexes_;  // by step; null for literals
     std::shared_ptr<Cache> cache_;  // shared by copies: same vocabulary, same results
 };
 
@@ -625,6 +863,74 @@ struct JsonContext {
     }
 };
 
+// A Split/Replace pattern: {"Regex": ...} (checked to compile) or {"String": ...}; returns
+// (pattern, is_regex).
+inline std::pair<std::string, bool> parse_pattern(const JsonContext& cx, const nlohmann::json& pattern, const std::string& pf) {
+    if (!pattern.is_object()) cx.error(pf, "expected {\"Regex\": ...} or {\"String\": ...}");
+    if (pattern.contains("Regex")) {
+        std::string re = cx.string(pattern["Regex"], pf + ".Regex");
+        try {
+            text::Regex check(re);
+        } catch (const Error& e) {
+            cx.error(pf + ".Regex", e.what());
+        }
+        return {std::move(re), true};
+    }
+    if (pattern.contains("String")) {
+        std::string literal = cx.string(pattern["String"], pf + ".String");
+        if (literal.empty()) cx.error(pf + ".String", "empty pattern");
+        return {std::move(literal), false};
+    }
+    cx.error(pf, "expected {\"Regex\": ...} or {\"String\": ...}");
+}
+
+// A string member that must be one character (Metaspace replacement, Strip content).
+inline std::string one_character(const JsonContext& cx, const nlohmann::json& obj, const char* key, std::string_view def,
+                                 const std::string& field) {
+    const auto it = obj.find(key);
+    std::string c = it == obj.end() || it->is_null() ? std::string(def) : cx.string(*it, field + "." + key);
+    if (!text::is_valid_utf8(c) || text::utf8_length(c) != 1) cx.error(field + "." + key, fmt::format("'{}' is not one character", c));
+    return c;
+}
+
+// Metaspace's prepend_scheme, or the older add_prefix_space flag (true: always, false: never).
+inline PrependScheme parse_prepend_scheme(const JsonContext& cx, const nlohmann::json& j, const std::string& field) {
+    const auto it = j.find("prepend_scheme");
+    if (it == j.end() || it->is_null()) return cx.boolean(j, "add_prefix_space", true, field) ? PrependScheme::always : PrependScheme::never;
+    const std::string scheme = cx.string(*it, field + ".prepend_scheme");
+    if (scheme == "always") return PrependScheme::always;
+    if (scheme == "first") return PrependScheme::first;
+    if (scheme == "never") return PrependScheme::never;
+    cx.error(field + ".prepend_scheme", fmt::format("unknown scheme '{}' (always, first, never)", scheme));
+}
+
+inline void parse_normalizer(const JsonContext& cx, const nlohmann::json& j, const std::string& field,
+                             std::vector<NormalizerStep>& steps) {
+    if (j.is_null()) return;
+    const std::string type = cx.type(j, field);
+    if (type == "Sequence") {
+        const auto& list = cx.member(j, "normalizers", field);
+        if (!list.is_array()) cx.error(field + ".normalizers", "expected an array");
+        for (std::size_t i = 0; i < list.size(); ++i) parse_normalizer(cx, list[i], fmt::format("{}.normalizers[{}]", field, i), steps);
+    } else if (type == "Prepend") {
+        steps.push_back(NormalizerStep::prepend(cx.string(cx.member(j, "prepend", field), field + ".prepend")));
+    } else if (type == "Replace") {
+        auto [pattern, regex] = parse_pattern(cx, cx.member(j, "pattern", field), field + ".pattern");
+        steps.push_back(NormalizerStep::replace(pattern, cx.string(cx.member(j, "content", field), field + ".content"), regex));
+    } else if (type == "Strip") {
+        steps.push_back(NormalizerStep::strip(cx.boolean(j, "strip_left", true, field), cx.boolean(j, "strip_right", true, field)));
+    } else if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD") {
+#if defined(DEVIANT_WITH_UTF8PROC)
+        using K = NormalizerStep::Kind;
+        steps.push_back(NormalizerStep::unicode(type == "NFC" ? K::nfc : type == "NFD" ? K::nfd : type == "NFKC" ? K::nfkc : K::nfkd));
+#else
+        cx.error(field + ".type", fmt::format("normalizer '{}' needs utf8proc (build with DEVIANT_WITH_UTF8PROC)", type));
+#endif
+    } else {
+        cx.error(field + ".type", fmt::format("unsupported normalizer '{}' (Sequence, Prepend, Replace, Strip, NFC, NFD, NFKC, NFKD)", type));
+    }
+}
+
 inline void parse_pre_tokenizer(const JsonContext& cx, const nlohmann::json& j, const std::string& field,
                                 std::vector<PreTokenizerStep>& steps) {
     if (j.is_null()) return;
@@ -638,9 +944,6 @@ inline void parse_pre_tokenizer(const JsonContext& cx, const nlohmann::json& j, 
         steps.push_back(PreTokenizerStep::byte_level(cx.boolean(j, "add_prefix_space", false, field),
                                                      cx.boolean(j, "use_regex", true, field)));
     } else if (type == "Split") {
-        const auto& pattern = cx.member(j, "pattern", field);
-        const std::string pf = field + ".pattern";
-        if (!pattern.is_object()) cx.error(pf, "expected {\"Regex\": ...} or {\"String\": ...}");
         const std::string behavior = cx.string(cx.member(j, "behavior", field), field + ".behavior");
         SplitBehavior b;
         if (behavior == "Removed") b = SplitBehavior::removed;
@@ -650,26 +953,16 @@ inline void parse_pre_tokenizer(const JsonContext& cx, const nlohmann::json& j, 
         else if (behavior == "Contiguous") b = SplitBehavior::contiguous;
         else cx.error(field + ".behavior", fmt::format("unknown behavior '{}'", behavior));
         const bool invert = cx.boolean(j, "invert", false, field);
-        if (pattern.contains("Regex")) {
-            const std::string re = cx.string(pattern["Regex"], pf + ".Regex");
-            try {
-                text::Regex check(re);
-            } catch (const Error& e) {
-                cx.error(pf + ".Regex", e.what());
-            }
-            steps.push_back(PreTokenizerStep::split_regex(re, b, invert));
-        } else if (pattern.contains("String")) {
-            const std::string s = cx.string(pattern["String"], pf + ".String");
-            if (s.empty()) cx.error(pf + ".String", "empty pattern");
-            steps.push_back(PreTokenizerStep::split_string(s, b, invert));
-        } else {
-            cx.error(pf, "expected {\"Regex\": ...} or {\"String\": ...}");
-        }
+        auto [pattern, regex] = parse_pattern(cx, cx.member(j, "pattern", field), field + ".pattern");
+        steps.push_back(regex ? PreTokenizerStep::split_regex(pattern, b, invert) : PreTokenizerStep::split_string(pattern, b, invert));
+    } else if (type == "Metaspace") {
+        steps.push_back(PreTokenizerStep::metaspace(parse_prepend_scheme(cx, j, field), cx.boolean(j, "split", true, field),
+                                                    one_character(cx, j, "replacement", kMetaspaceReplacement, field)));
     } else if (type == "Digits") {
         const bool individual = cx.boolean(j, "individual_digits", false, field);
         steps.push_back(PreTokenizerStep::split_regex(individual ? R"(\p{N})" : R"(\p{N}+)"));
     } else {
-        cx.error(field + ".type", fmt::format("unsupported pre-tokenizer '{}'", type));
+        cx.error(field + ".type", fmt::format("unsupported pre-tokenizer '{}' (Sequence, Split, Digits, ByteLevel, Metaspace)", type));
     }
 }
 
@@ -687,8 +980,23 @@ inline void parse_decoder(const JsonContext& cx, const nlohmann::json& j, const 
         steps.push_back(DecoderStep::byte_fallback);
     } else if (type == "Fuse") {
         steps.push_back(DecoderStep::fuse);
+    } else if (type == "Replace") {
+        auto [pattern, regex] = parse_pattern(cx, cx.member(j, "pattern", field), field + ".pattern");
+        steps.push_back(DecoderStep::replace_text(pattern, cx.string(cx.member(j, "content", field), field + ".content"), regex));
+    } else if (type == "Strip") {
+        const auto count = [&](const char* key) -> std::size_t {
+            const auto& v = cx.member(j, key, field);
+            if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<std::int64_t>() >= 0))
+                cx.error(field + "." + key, "expected a non-negative integer");
+            return v.get<std::size_t>();
+        };
+        steps.push_back(DecoderStep::strip_char(one_character(cx, j, "content", " ", field), count("start"), count("stop")));
+    } else if (type == "Metaspace") {
+        steps.push_back(DecoderStep::metaspace_of(parse_prepend_scheme(cx, j, field),
+                                                  one_character(cx, j, "replacement", kMetaspaceReplacement, field)));
     } else {
-        cx.error(field + ".type", fmt::format("unsupported decoder '{}'", type));
+        cx.error(field + ".type",
+                 fmt::format("unsupported decoder '{}' (Sequence, ByteLevel, ByteFallback, Fuse, Replace, Strip, Metaspace)", type));
     }
 }
 
@@ -824,8 +1132,7 @@ inline BpeTokenizer BpeTokenizer::from_json(const nlohmann::json& j, const std::
             v.added_tokens.push_back(std::move(t));
         }
     }
-    if (j.contains("normalizer") && !j["normalizer"].is_null())
-        cx.error("normalizer.type", fmt::format("unsupported normalizer '{}'", j["normalizer"].value("type", "?")));
+    if (j.contains("normalizer")) detail::parse_normalizer(cx, j["normalizer"], "normalizer", p.normalizer);
     if (j.contains("pre_tokenizer")) detail::parse_pre_tokenizer(cx, j["pre_tokenizer"], "pre_tokenizer", p.pre_tokenizer);
     if (j.contains("decoder")) detail::parse_decoder(cx, j["decoder"], "decoder", p.decoder);
     if (j.contains("post_processor")) detail::parse_post_processor(cx, j["post_processor"], "post_processor", v, p);

@@ -1,13 +1,16 @@
-// deviant/tokenizer/utf8.hpp — UTF-8 validation/repair and the GPT-2 byte-to-unicode mapping.
+// deviant/tokenizer/utf8.hpp — UTF-8 validation/repair, code point helpers and the GPT-2
+// byte-to-unicode mapping.
 // Why: the BPE tokenizer runs PCRE2 with PCRE2_NO_UTF_CHECK, which is only safe on valid UTF-8,
 // so input is validated once and invalid bytes are replaced exactly like Python's
 // bytes.decode("utf-8", "replace") / Rust's String::from_utf8_lossy (one U+FFFD per maximal
-// invalid subpart). Byte-level BPE maps every byte to a printable code point (bytes_to_unicode).
+// invalid subpart). Byte-level BPE maps every byte to a printable code point (bytes_to_unicode);
+// SentencePiece vocabularies are split and stripped by code point.
 #pragma once
 #include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace deviant::text {
 
@@ -97,6 +100,46 @@ inline void utf8_append(std::string& out, char32_t cp) {
         out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
         out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
     }
+}
+
+// Number of code points of valid UTF-8.
+inline std::size_t utf8_length(std::string_view s) {
+    std::size_t n = 0;
+    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+    return n;
+}
+
+// Byte offsets where each code point of valid UTF-8 starts, plus s.size() at the end.
+inline std::vector<std::size_t> utf8_boundaries(std::string_view s) {
+    std::vector<std::size_t> out;
+    for (std::size_t i = 0; i < s.size(); ++i)
+        if ((static_cast<unsigned char>(s[i]) & 0xC0) != 0x80) out.push_back(i);
+    out.push_back(s.size());
+    return out;
+}
+
+// Unicode White_Space (what Rust's char::is_whitespace accepts).
+inline bool is_white_space(char32_t c) {
+    return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) ||
+           c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+// Valid UTF-8 without its leading and/or trailing white space.
+inline std::string strip_white_space(std::string_view s, bool left, bool right) {
+    std::size_t b = 0, e = s.size();
+    while (left && b < e) {
+        const std::size_t n = utf8_sequence_length(s, b);
+        if (n == 0 || !is_white_space(utf8_decode(s, b, n))) break;
+        b += n;
+    }
+    while (right && e > b) {
+        std::size_t start = e - 1;
+        while (start > b && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
+        const std::size_t n = utf8_sequence_length(s, start);
+        if (n == 0 || start + n != e || !is_white_space(utf8_decode(s, start, n))) break;
+        e = start;
+    }
+    return std::string(s.substr(b, e - b));
 }
 
 // GPT-2 bytes_to_unicode: printable Latin-1 bytes map to themselves, the other 68 bytes to
