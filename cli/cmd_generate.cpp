@@ -3,9 +3,11 @@
 //                    [--samples 4] [--temperature 1.0] [--top-p 0.95] [--top-k 50]
 //                    [--repetition-penalty 1.1] [--max-new-tokens 128] [--seed S]
 //                    [--chat-template|--no-chat-template] [--eos-token TEXT] [--batch-size N]
-//                    [--device cpu|cuda]
+//                    [--system-prompt TEXT] [--device cpu|cuda]
 // Prompts: JSON Lines with "prompt" (text), formatted and tokenised exactly as training formats
-// prompts (data::tokenize_prompt). Output: JSON Lines {"prompt": ..., "samples": [...]} in the
+// prompts (data::tokenize_prompt): through the model's own chat template when it ships one (GGUF
+// tokenizer.chat_template, tokenizer_config.json), else a fixed format. On the CPU sampling uses
+// a KV cache; a GGUF model decodes from its quantized blocks (models/load.hpp pack_for_decoding). Output: JSON Lines {"prompt": ..., "samples": [...]} in the
 // prompts' order, written atomically. A sample ends at the tokenizer's EOS, the model's EOS ids,
 // the chat format's end-of-turn token or --eos-token; the stop token is not part of its text.
 #include <fmt/core.h>
@@ -23,7 +25,7 @@ namespace {
 using namespace deviant;
 
 struct GenerateOptions {
-    std::string model, adapters, tokenizer, prompts, output, device = "cpu", eos_token;
+    std::string model, adapters, tokenizer, prompts, output, device = "cpu", eos_token, system_prompt;
     std::int64_t samples = 4;
     bool chat_template = true;
     SamplingOptions sampling;
@@ -70,6 +72,8 @@ int run_generate(Model& model, const GenerateOptions& o) {
     const std::vector<PromptLine> prompts = read_prompts(o.prompts);
     data::TokenizeOptions topts;
     topts.use_chat_template = o.chat_template;
+    topts.system_prompt = o.system_prompt;
+    if (o.chat_template) topts.chat_template = find_chat_template(!o.tokenizer.empty() ? std::filesystem::path(o.tokenizer) : model_tokenizer_path(o.model));
     std::vector<std::vector<std::int64_t>> ids;
     for (const PromptLine& p : prompts) {
         auto t = data::tokenize_prompt(tok, p.text, topts);
@@ -90,6 +94,10 @@ int run_generate(Model& model, const GenerateOptions& o) {
         model.to(Device::cuda);
         if (adapters.attached()) adapters.to(Device::cuda);
     }
+
+    // A GGUF model on the CPU decodes from the file's quantized blocks (same values, fewer bytes per token).
+    if constexpr (std::is_same_v<Model, Llama>)
+        if (o.device == "cpu" && io::is_gguf_file(o.model)) pack_for_decoding(model, io::GgufFile::open(o.model));
 
     SamplingOptions s = o.sampling;
     s.stop_ids = stop_ids(tok, model.config, o);
@@ -128,6 +136,7 @@ deviant::cli::Registration reg{{"generate", "Sample completions of prompts (temp
     app.add_option("--max-new-tokens", o->sampling.max_new_tokens, "Tokens generated at most per sample")->capture_default_str();
     app.add_option("--seed", o->sampling.seed, "Random seed")->capture_default_str();
     app.add_flag("--chat-template,!--no-chat-template", o->chat_template, "Format prompts with the chat template (default on)");
+    app.add_option("--system-prompt", o->system_prompt, "A system turn before each prompt (with the chat template)");
     app.add_option("--eos-token", o->eos_token, "An extra token that ends a sample (as training's eos_token)");
     app.add_option("--batch-size", o->sampling.batch_size, "Sequences per forward pass (0: all)")->capture_default_str();
     app.add_option("--device", o->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();

@@ -161,6 +161,7 @@ std::vector<data::TokenPair> read_pairs(const TrainArgs& a, const std::string& f
     BpeTokenizer tok = load_tokenizer(tokenizer_path);
     data::TokenizeOptions topts;
     topts.use_chat_template = !a.no_chat_template;
+    if (topts.use_chat_template) topts.chat_template = find_chat_template(tokenizer_path);  // the model's own, when it ships one
     auto pairs = data::tokenize_pairs(tok, text, topts);
     for (std::size_t i = 0; i < pairs.size(); ++i)
         for (auto* seq : {&pairs[i].prompt, &pairs[i].chosen, &pairs[i].rejected})

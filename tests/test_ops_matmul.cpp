@@ -163,3 +163,69 @@ BOOST_AUTO_TEST_CASE(bad_shapes_name_both_operands) {
                           [](const Error& e) { return names_both(e, "(2, 3)", "(4, 5)"); });
     BOOST_CHECK_THROW(ops::matmul(Tensor::zeros({2, 3}), Tensor::zeros({3, 2}, DType::f64)), Error);
 }
+
+// The skinny decoding products (ops/skinny_matmul.hpp, ops/quantized_matmul.hpp) against naive
+// float64 loops: 1..16 rows, widths that are and are not multiples of 16, float32 and bfloat16
+// weights, Q8_0 / Q4_0 / Q4_1 blocks; vectorised and portable paths.
+#include "deviant/ops/quantized_matmul.hpp"
+BOOST_AUTO_TEST_CASE(skinny_and_quantized_products_match_naive_loops) {
+    std::mt19937_64 rng(11);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (bool portable : {false, true}) {
+        ops::detail::force_portable_kernels() = portable;
+        for (std::int64_t M : {1, 3, 8, 9, 16})
+            for (std::int64_t K : {64, 96, 100}) {
+                const std::int64_t N = 131;
+                std::vector<float> x(std::size_t(M * K)), w(std::size_t(N * K));
+                for (auto& v : x) v = u(rng);
+                for (auto& v : w) v = u(rng);
+                // float32 and bfloat16 weights through ops::linear (the skinny path: rows <= 16, N K >= 4096)
+                for (DType wt : {DType::f32, DType::bf16}) {
+                    Tensor W = Tensor::from(w, {N, K}).to(wt), X = Tensor::from(x, {M, K}).to(wt);
+                    Tensor y = ops::matmul(X, W.transpose(0, 1), DType::f32);
+                    auto wv = W.to_vector<double>();
+                    auto xv = X.to_vector<double>();
+                    auto yv = y.to_vector<double>();
+                    double worst = 0;
+                    for (std::int64_t m = 0; m < M; ++m)
+                        for (std::int64_t n = 0; n < N; ++n) {
+                            double s = 0;
+                            for (std::int64_t k = 0; k < K; ++k) s += xv[std::size_t(m * K + k)] * wv[std::size_t(n * K + k)];
+                            worst = std::max(worst, std::abs(yv[std::size_t(m * N + n)] - s));
+                        }
+                    BOOST_TEST(worst < 1e-4, "M " << M << " K " << K << " " << dtype_name(wt) << " portable "
+                                                                              << portable << ": " << worst);
+                }
+                if (K % 32) continue;
+                for (ops::BlockQuant q : {ops::BlockQuant::q8_0, ops::BlockQuant::q4_0, ops::BlockQuant::q4_1}) {
+                    ops::QuantizedMatrix Q;
+                    Q.type = q;
+                    Q.rows = N;
+                    Q.cols = K;
+                    Q.data.resize(std::size_t(N * Q.row_bytes()));
+                    for (auto& b : Q.data) b = static_cast<unsigned char>(rng());
+                    for (std::int64_t blk = 0; blk < N * K / 32; ++blk) {  // finite scales
+                        unsigned char* p = Q.data.data() + blk * ops::QuantizedMatrix::block_bytes(q);
+                        const float d = u(rng) * 0.1f, mn = u(rng);
+                        std::memcpy(p, &d, 4);
+                        if (q == ops::BlockQuant::q4_1) std::memcpy(p + 4, &mn, 4);
+                    }
+                    std::vector<float> y(std::size_t(M * N));
+                    ops::quantized_skinny_matmul(x.data(), K, M, Q, y.data());
+                    double worst = 0;
+                    float v[32];
+                    for (std::int64_t n = 0; n < N; ++n)
+                        for (std::int64_t m = 0; m < M; ++m) {
+                            double s = 0;
+                            for (std::int64_t blk = 0; blk < K / 32; ++blk) {
+                                ops::detail::dequantize_block(q, Q.row(n) + blk * ops::QuantizedMatrix::block_bytes(q), v);
+                                for (int j = 0; j < 32; ++j) s += double(x[std::size_t(m * K + blk * 32 + j)]) * v[j];
+                            }
+                            worst = std::max(worst, std::abs(double(y[std::size_t(m * N + n)]) - s));
+                        }
+                    BOOST_TEST(worst < 1e-3, "quant " << int(q) << " M " << M << " K " << K << " portable " << portable << ": " << worst);
+                }
+            }
+    }
+    ops::detail::force_portable_kernels() = false;
+}

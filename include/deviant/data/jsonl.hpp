@@ -86,6 +86,15 @@ inline void for_each_json_line(const std::filesystem::path& path, const std::fun
     }
 }
 
+// An output must never overwrite an input: refuses `output` when it names the same file as
+// `input` (after resolving links and relative paths).
+inline void require_distinct_paths(const std::filesystem::path& input, const std::filesystem::path& output,
+                                   const char* input_flag = "--input", const char* output_flag = "--output") {
+    std::error_code ec1, ec2;
+    const auto a = std::filesystem::weakly_canonical(input, ec1), b = std::filesystem::weakly_canonical(output, ec2);
+    DEVIANT_REQUIRE(ec1 || ec2 || a != b, "{} {} is also the {}: refusing to overwrite an input", output_flag, output.string(), input_flag);
+}
+
 // A text file that appears at `target` only when commit() succeeds. Until then the content
 // goes to "TARGET.tmp-PID-N" in the same directory; destruction without commit removes it.
 class AtomicTextFile {

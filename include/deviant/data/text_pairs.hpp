@@ -13,12 +13,14 @@
 //               encoded separately (TRL's convention), so a token never straddles the boundary.
 // A completion with no tokens before its EOS is an error naming the pair's origin.
 #pragma once
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "deviant/data/token_pairs.hpp"
 #include "deviant/data/writing_prompts.hpp"
+#include "deviant/tokenizer/chat_jinja.hpp"
 #include "deviant/tokenizer/chat_template.hpp"
 
 namespace deviant::data {
@@ -27,6 +29,9 @@ struct TokenizeOptions {
     bool use_chat_template = true;
     std::string system_prompt;  // with the chat template: an optional system turn before the user turn
     std::string eos_token;      // token that ends a completion (empty: the tokenizer's EOS)
+    // The model's own chat template (tokenizer/chat_jinja.hpp find_chat_template); when null the
+    // fixed format of tokenizer/chat_template.hpp chosen by the tokenizer's special tokens.
+    std::shared_ptr<const ChatTemplate> chat_template = {};
 };
 
 namespace detail {
@@ -48,6 +53,12 @@ inline std::vector<std::int64_t> tokenize_prompt(const BpeTokenizer& tok, const 
         std::vector<ChatMessage> messages;
         if (!opts.system_prompt.empty()) messages.push_back({"system", opts.system_prompt});
         messages.push_back({"user", prompt});
+        if (opts.chat_template) {
+            // as the reference renders and encodes it: the template writes whatever special tokens
+            // (BOS, default system turn) it wants; nothing is added
+            const std::vector<TokenId> ids = tok.encode(opts.chat_template->render(messages, /*add_generation_prompt=*/true), false);
+            return {ids.begin(), ids.end()};
+        }
         text = apply_chat_template(tok, messages, /*add_generation_prompt=*/true);
     }
     std::vector<TokenId> ids = tok.encode(text, /*add_special_tokens=*/false);

@@ -283,6 +283,9 @@ public:
     }
 
     // The tensor dequantized to float32 (then converted to `dtype`), in row-major shape.
+    // The stored bytes of tensor `name` (t.bytes of them), as the file lays them out.
+    const std::byte* raw(const std::string& name) const { return map_->bytes() + data_start_ + info(name).offset; }
+
     Tensor load(const std::string& name, DType dtype = DType::f32) const {
         const GgufTensorInfo& t = info(name);
         DEVIANT_REQUIRE(detail::ggml_block(t.type).has_value(), "{}: tensor '{}' is stored as {}, which this reader does not decode "

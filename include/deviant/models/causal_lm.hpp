@@ -117,8 +117,17 @@ public:
             std::copy(src, src + row_bytes, static_cast<unsigned char*>(rows.raw_data()) + std::size_t(b) * row_bytes);
         }
         for (std::int64_t b = 0; b < B; ++b) cache.lengths[std::size_t(b)] += advance[std::size_t(b)];
+        if (packed_head && !head_->trainable && B <= ops::detail::skinny_max_rows) {
+            Tensor y = ops::quantized_linear(rows, *packed_head);
+            return h.dtype() == DType::f64 ? y.to(DType::f64) : y;
+        }
         return ops::matmul(rows, head_->value.transpose(0, 1), compute_dtype(h.dtype()));  // (B, V)
     }
+
+    // The LM head's weight (V, C) (the token embedding when tied), and its block-quantized copy for
+    // decoding (see nn::Linear::packed; models/load.hpp pack_for_decoding).
+    Parameter& head_parameter() { return *head_; }
+    std::shared_ptr<const ops::QuantizedMatrix> packed_head;
     // Logits (B, T, V).
     Var logits(Tape& t, const TokenBatch& batch) const { return linear(hidden(t, batch), t.param(*head_)); }
     // Logits (B, T, V) for sampling, in the compute type (float32 for a bf16 model: the head's product

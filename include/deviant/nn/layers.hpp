@@ -15,6 +15,7 @@
 #pragma once
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -25,6 +26,7 @@
 #include "deviant/ops/index.hpp"
 #include "deviant/ops/matmul.hpp"
 #include "deviant/ops/norm.hpp"
+#include "deviant/ops/quantized_matmul.hpp"
 #include "deviant/ops/reduce.hpp"
 #include "deviant/ops/rope.hpp"
 #include "deviant/ops/shape.hpp"
@@ -53,13 +55,20 @@ struct Linear {
     Parameter* bias = nullptr;    // (out,) or none
     std::string module;           // checkpoint module path, e.g. "model.layers.0.self_attn.q_proj"
     const LowRankAdapter* adapter = nullptr;
+    // The weight as the GGUF file's blocks, for decoding (models/load.hpp pack_for_decoding, which
+    // freezes the weight): used when nothing is recorded for backward and x has at most
+    // skinny_max_rows rows; it holds the same values as `weight`.
+    std::shared_ptr<const ops::QuantizedMatrix> packed;
     void bind(ParameterStore& s, const std::string& prefix, std::int64_t in, std::int64_t out, bool with_bias) {
         module = prefix;
         weight = &s.get(join(prefix, "weight"), {out, in});
         bias = with_bias ? &s.get(join(prefix, "bias"), {out}, Init::zeros) : nullptr;
     }
     Var forward(Tape& t, Var x) const {
-        Var y = linear(x, t.param(*weight));
+        Var y = packed && !grad_enabled() && x.value().device() == Device::cpu && !weight->trainable &&
+                        x.value().numel() <= ops::detail::skinny_max_rows * packed->cols
+                    ? t.constant(ops::quantized_linear(x.value(), *packed).to(x.value().dtype()))
+                    : linear(x, t.param(*weight));
         if (bias) y = y + t.param(*bias);
         return adapter ? adapter->apply(t, x, y) : y;
     }

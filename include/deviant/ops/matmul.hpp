@@ -12,6 +12,7 @@
 
 #include "deviant/ops/elementwise.hpp"
 #include "deviant/ops/matmul_layout.hpp"
+#include "deviant/ops/skinny_matmul.hpp"
 
 namespace deviant::kernels {
 // c (batch, M, N) contiguous = a (batch, M, K) @ b (batch, K, N); a and b are rank-3 refs whose last
@@ -114,6 +115,20 @@ inline Tensor matmul(const Tensor& a, const Tensor& b, DType out_dtype) {
     }
     DEVIANT_REQUIRE(out_dtype == a.dtype() || (a.dtype() == DType::bf16 && out_dtype == DType::f32),
                     "matmul: {} operands cannot produce a {} result", dtype_name(a.dtype()), dtype_name(out_dtype));
+    // A few rows times a Hugging Face (out, in) weight (decoding): the skinny kernel streams the
+    // weight once, in its own dtype (ops/skinny_matmul.hpp).
+    if (a.device() == Device::cpu && shared_weight && a.dtype() != DType::f64 && b.strides()[0] == 1 && b.strides()[1] == K &&
+        a.numel() / K <= detail::skinny_max_rows && N * K >= 4096) {
+        const std::int64_t rows = a.numel() / K;
+        Tensor x = detail::fold_rows(a.contiguous());
+        if (x.dtype() != DType::f32) x = x.to(DType::f32);
+        Shape out_shape = a.shape();
+        out_shape[-1] = N;
+        Tensor y = Tensor::empty(out_shape, DType::f32);
+        if (b.dtype() == DType::f32) detail::skinny_matmul(x.data<float>(), K, rows, static_cast<const float*>(b.raw_data()), N, K, y.data<float>());
+        else detail::skinny_matmul(x.data<float>(), K, rows, static_cast<const bf16*>(b.raw_data()), N, K, y.data<float>());
+        return out_dtype == DType::f32 ? y : y.to(out_dtype);
+    }
     if (a.device() == Device::cpu && a.dtype() == DType::bf16) {  // OpenBLAS has no bf16 gemm here
         Tensor wide = matmul(a.to(DType::f32), b.to(DType::f32), DType::f32);
         return out_dtype == DType::f32 ? wide : wide.to(DType::bf16);
