@@ -108,8 +108,23 @@ public:
         }
         ForwardContext ctx{config, Tensor::from(pos, {B, Tn}).to(device()), Tensor{}, Tensor::zeros({B, Tn}, DType::i64, device())};
         ctx.kv_cache = &cache;
-        Tape t;
-        Tensor h = hidden(t, ids, ctx).value().contiguous();  // (B, Tn, C)
+        // A tape per block: nothing is kept for backward, so each block's intermediate values are
+        // released as soon as the block is done (a prefill's activations never pile up).
+        Tensor x;
+        {
+            Tape t;
+            x = positions_.forward(t, embedding(t.param(*token_embedding_), ids.to(device())), ctx).value();
+        }
+        for (std::size_t i = 0; i < blocks_.size(); ++i) {
+            Tape t;
+            ctx.layer = std::int64_t(i);
+            x = blocks_[i].forward(t, t.constant(x), ctx).value();
+        }
+        Tensor h;
+        {
+            Tape t;
+            h = final_norm_.forward(t, t.constant(x)).value().contiguous();  // (B, Tn, C)
+        }
         Tensor rows = Tensor::empty({B, C}, h.dtype(), h.device());
         const std::size_t row_bytes = std::size_t(C) * dtype_size(h.dtype());
         for (std::int64_t b = 0; b < B; ++b) {

@@ -22,7 +22,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "deviant/core/thread_pool.hpp"
 #include "deviant/ops/attention.hpp"
+#include "deviant/ops/skinny_matmul.hpp"
 
 namespace deviant::ops {
 
@@ -54,6 +56,59 @@ inline void keep_cache_rows(LayerKvCache& c, const std::vector<std::int64_t>& ro
     }
 }
 
+// A decoding step (few new queries per (row, key/value head)): no BLAS calls (thousands of tiny
+// products per token would cost more in calls than in arithmetic); the scores of a group's queries
+// against its keys come from the skinny kernel, the softmax and the weighted sum of values from
+// plain loops; (row, head group) pairs run in parallel on the thread pool.
+template <class T_>
+void cached_attention_decode(const Tensor& q, const Tensor& k_new, const Tensor& v_new, LayerKvCache& cache,
+                             const std::vector<std::int64_t>& offsets, double scale, std::int64_t window, Tensor& out) {
+    const std::int64_t B = q.size(0), H = q.size(1), Tn = q.size(2), D = q.size(3), Hkv = k_new.size(1), group = H / Hkv;
+    const std::int64_t L = cache.k.size(2), rows = group * Tn;
+    T_* ck = cache.k.template data<T_>();
+    T_* cv = cache.v.template data<T_>();
+    const T_* kn = k_new.template data<T_>();
+    const T_* vn = v_new.template data<T_>();
+    const T_* pq = q.template data<T_>();
+    T_* po = out.template data<T_>();
+    parallel_for(B * Hkv, [&](std::int64_t i0, std::int64_t i1) {
+        std::vector<float> xq(std::size_t(rows * D)), S, O(std::size_t(rows * D));
+        for (std::int64_t item = i0; item < i1; ++item) {
+            const std::int64_t b = item / Hkv, g = item % Hkv, off = offsets[std::size_t(b)];
+            const std::int64_t src = (b * Hkv + g) * Tn * D, dst = ((b * Hkv + g) * L + off) * D;
+            std::copy(kn + src, kn + src + Tn * D, ck + dst);
+            std::copy(vn + src, vn + src + Tn * D, cv + dst);
+            const std::int64_t keys = off + Tn, first_key = window > 0 ? std::max<std::int64_t>(0, off - window + 1) : 0;
+            const std::int64_t nk = keys - first_key;
+            const T_* kg = ck + ((b * Hkv + g) * L + first_key) * D;
+            const T_* vg = cv + ((b * Hkv + g) * L + first_key) * D;
+            const T_* qg = pq + (b * H + g * group) * Tn * D;
+            for (std::int64_t n = 0; n < rows * D; ++n) xq[std::size_t(n)] = float(load(qg[n]));
+            S.resize(std::size_t(rows * nk));
+            detail::skinny_matmul_serial(xq.data(), D, rows, kg, D, S.data(), nk, 0, nk);
+            std::fill(O.begin(), O.end(), 0.0f);
+            for (std::int64_t r = 0; r < rows; ++r) {
+                const std::int64_t p = off + r % Tn;
+                const std::int64_t lo = window > 0 ? std::max<std::int64_t>(0, p - window + 1) - first_key : 0, hi = p - first_key;
+                float* sr = S.data() + r * nk;
+                float m = -std::numeric_limits<float>::infinity();
+                for (std::int64_t j = lo; j <= hi; ++j) m = std::max(m, sr[j] * float(scale));
+                float l = 0;
+                for (std::int64_t j = lo; j <= hi; ++j) l += (sr[j] = std::exp(sr[j] * float(scale) - m));
+                const float inv = 1.0f / l;
+                float* orow = O.data() + r * D;
+                for (std::int64_t j = lo; j <= hi; ++j) {
+                    const float pj = sr[j] * inv;
+                    const T_* vrow = vg + j * D;
+                    for (std::int64_t d = 0; d < D; ++d) orow[d] += pj * float(load(vrow[d]));
+                }
+            }
+            T_* og = po + (b * H + g * group) * Tn * D;
+            for (std::int64_t n = 0; n < rows * D; ++n) og[n] = store<T_>(O[std::size_t(n)]);
+        }
+    });
+}
+
 inline Tensor cached_attention(const Tensor& q_in, const Tensor& k_new_in, const Tensor& v_new_in, LayerKvCache& cache,
                                const std::vector<std::int64_t>& offsets, double scale, std::int64_t window = 0) {
     detail::require_float(q_in, "cached_attention");
@@ -76,8 +131,15 @@ inline Tensor cached_attention(const Tensor& q_in, const Tensor& k_new_in, const
                         offsets[std::size_t(b)] + Tn - 1, L);
     Tensor q = q_in.contiguous(), k_new = k_new_in.contiguous(), v_new = v_new_in.contiguous();
     Tensor out = Tensor::empty(q.shape(), q.dtype());
+    const bool decode_step = group * Tn <= detail::skinny_max_rows && q.dtype() != DType::f64;
     DEVIANT_DISPATCH_FLOAT(q.dtype(), T_, [&] {
         using C = compute_t<T_>;
+        if constexpr (!std::is_same_v<T_, double>) {
+            if (decode_step) {
+                cached_attention_decode<T_>(q, k_new, v_new, cache, offsets, scale, window, out);
+                return;
+            }
+        }
         // write the new keys / values into the cache
         T_* ck = cache.k.template data<T_>();
         T_* cv = cache.v.template data<T_>();

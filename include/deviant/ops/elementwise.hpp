@@ -5,11 +5,23 @@
 // CPU references are here; the CUDA kernels are in kernels/elementwise.cuh.
 #pragma once
 #include "deviant/autodiff/tape.hpp"
+#include "deviant/core/thread_pool.hpp"
 #include "deviant/ops/unary_math.hpp"
 
 namespace deviant::ops {
 
 namespace detail {
+// f(i0, i1) over [0, n): on the thread pool when the work (n items of `cost` elements each) is
+// large enough to pay for it, else inline. Element-wise results do not depend on the split.
+template <class F>
+void parallel_range(std::int64_t n, F&& f, std::int64_t cost = 1) {
+    if (n * cost < (std::int64_t(1) << 15) || n < 2) {
+        f(std::int64_t(0), n);
+        return;
+    }
+    parallel_for(n, f);
+}
+
 // Walks the elements of `shape` in row-major order, tracking the offsets of up to three strided refs.
 template <int N, class F>
 void walk(const Shape& shape, const std::array<const std::int64_t*, N>& strides, F&& f) {
@@ -45,7 +57,9 @@ inline Tensor unary(kernels::UnaryOp op, const Tensor& x_in) {
     DEVIANT_DISPATCH_FLOAT(x.dtype(), T, [&] {
         const T* px = x.data<T>();
         T* py = y.data<T>();
-        for (std::int64_t i = 0, n = x.numel(); i < n; ++i) py[i] = store<T>(math::unary(op, load(px[i])));
+        detail::parallel_range(x.numel(), [&](std::int64_t i0, std::int64_t i1) {
+            for (std::int64_t i = i0; i < i1; ++i) py[i] = store<T>(math::unary(op, load(px[i])));
+        });
     });
     return y;
 }
@@ -102,9 +116,30 @@ inline Tensor binary(kernels::BinaryOp op, const Tensor& a, const Tensor& b) {
         kernels::binary_forward(op, ea.ref(), eb.ref(), out.ref());
         return out;
     }
+    // rows of the last dimension: a and b each either contiguous over the whole shape or one
+    // contiguous row broadcast to every row (a bias); then a flat loop per row, rows in parallel
+    const std::int64_t cols = shape.rank() ? shape[shape.rank() - 1] : 1, rows = out.numel() / std::max<std::int64_t>(cols, 1);
+    auto row_stride = [&](const Tensor& e) -> std::int64_t {  // cols: whole contiguous; 0: one broadcast row; -1: other
+        if (e.is_contiguous()) return cols;
+        if (shape.rank() == 0 || e.strides()[shape.rank() - 1] != 1) return -1;
+        for (int k = 0; k + 1 < shape.rank(); ++k)
+            if (e.strides()[k] != 0 && shape[k] != 1) return -1;
+        return 0;
+    };
+    const std::int64_t sa = row_stride(ea), sb = row_stride(eb);
     DEVIANT_DISPATCH_FLOAT(a.dtype(), T, [&] {
         const T *pa = static_cast<const T*>(ea.raw_data()), *pb = static_cast<const T*>(eb.raw_data());
         T* po = out.data<T>();
+        if (sa >= 0 && sb >= 0 && cols > 0) {
+            detail::parallel_range(rows, [&](std::int64_t r0, std::int64_t r1) {
+                for (std::int64_t r = r0; r < r1; ++r) {
+                    const T *ra = pa + r * sa, *rb = pb + r * sb;
+                    T* ro = po + r * cols;
+                    for (std::int64_t c = 0; c < cols; ++c) ro[c] = store<T>(math::binary(op, load(ra[c]), load(rb[c])));
+                }
+            }, cols);
+            return;
+        }
         detail::walk<2>(shape, {ea.strides().begin(), eb.strides().begin()}, [&](std::int64_t i, const auto& off) {
             po[i] = store<T>(math::binary(op, load(pa[off[0]]), load(pb[off[1]])));
         });

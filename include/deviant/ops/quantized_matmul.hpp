@@ -135,12 +135,11 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void quantized_block_avx512
 template <BlockQuant Q, int MB = 1>
 void quantized_dispatch_avx512(const float* x, std::int64_t lda, std::int64_t M, const QuantizedMatrix& w, float* y, std::int64_t n0,
                                std::int64_t n1) {
-    if constexpr (MB <= 8) {
+    // up to 16 rows in one pass (16 accumulators + the widened block fit the 32 vector registers),
+    // so every block is widened once per weight row
+    if constexpr (MB <= 16) {
         if (M == MB) return quantized_block_avx512<Q, MB>(x, lda, w, y, n0, n1);
         if (M > MB) return quantized_dispatch_avx512<Q, MB + 1>(x, lda, M, w, y, n0, n1);
-    } else {
-        quantized_dispatch_avx512<Q, 1>(x, lda, 8, w, y, n0, n1);
-        quantized_dispatch_avx512<Q, 1>(x + 8 * lda, lda, M - 8, w, y + 8 * w.rows, n0, n1);
     }
 }
 #endif

@@ -120,6 +120,16 @@ inline bool cpu_has_avx512() {
 }
 #endif
 
+// y (M, ldy) rows [n0, n1) = x (M, K) W^T for W (N, K) row-major, on the calling thread.
+template <class W>
+void skinny_matmul_serial(const float* x, std::int64_t lda, std::int64_t M, const W* w, std::int64_t K, float* y, std::int64_t ldy,
+                          std::int64_t n0, std::int64_t n1) {
+#ifdef DEVIANT_SKINNY_AVX512
+    if (cpu_has_avx512()) return skinny_dispatch_avx512<W>(x, lda, M, w, K, y, ldy, n0, n1);
+#endif
+    skinny_rows_portable(x, lda, M, w, K, y, ldy, n0, n1);
+}
+
 // y (M, N) = x (M, K) W^T, W (N, K) row-major; parallel over blocks of weight rows.
 template <class W>
 void skinny_matmul(const float* x, std::int64_t lda, std::int64_t M, const W* w, std::int64_t N, std::int64_t K, float* y) {
