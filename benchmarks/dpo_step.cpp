@@ -272,7 +272,10 @@ int main(int argc, char** argv) {
     else return usage("--objective must be dpo, orpo or all");
 
     try {
-        if (threads > 0) openblas_set_num_threads(threads);
+        if (threads > 0) {
+            openblas_set_num_threads(threads);
+            ThreadPool::set_num_threads(threads);  // deviant's own parallel loops use the same count
+        }
         nlohmann::json header{{"impl", "deviant"}, {"device", device_name}, {"dtype", dtype_name}};
         double ceiling = 0;
         if (device == Device::cpu) {
