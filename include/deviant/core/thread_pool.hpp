@@ -86,6 +86,14 @@ private:
         }();
         return n;
     }
+    // How long an idle worker spins for the next job before sleeping (DEVIANT_POOL_SPIN_US, default 200).
+    static int spin_us() {
+        static const int us = [] {
+            if (const char* e = std::getenv("DEVIANT_POOL_SPIN_US")) return std::max(0, std::atoi(e));
+            return 200;
+        }();
+        return us;
+    }
     static bool& in_job() {
         static thread_local bool inside = false;
         return inside;
@@ -96,7 +104,7 @@ private:
         in_job() = true;  // a loop inside a job runs serially
         for (;;) {
             // spin a little for the next job, then sleep
-            const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+            const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us());
             while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until)
                 std::this_thread::yield();
             if (generation_.load(std::memory_order_acquire) == seen) {
