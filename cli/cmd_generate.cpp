@@ -3,7 +3,7 @@
 //                    [--samples 4] [--temperature 1.0] [--top-p 0.95] [--top-k 50]
 //                    [--repetition-penalty 1.1] [--max-new-tokens 128] [--seed S]
 //                    [--chat-template|--no-chat-template] [--eos-token TEXT] [--batch-size N]
-//                    [--system-prompt TEXT] [--device cpu|cuda]
+//                    [--system-prompt TEXT] [--stop TEXT ...] [--device cpu|cuda]
 // Prompts: JSON Lines with "prompt" (text), formatted and tokenised exactly as training formats
 // prompts (data::tokenize_prompt): through the model's own chat template when it ships one (GGUF
 // tokenizer.chat_template, tokenizer_config.json), else a fixed format. On the CPU sampling uses
@@ -26,6 +26,7 @@ using namespace deviant;
 
 struct GenerateOptions {
     std::string model, adapters, tokenizer, prompts, output, device = "cpu", eos_token, system_prompt;
+    std::vector<std::string> stop_strings;
     std::int64_t samples = 4;
     bool chat_template = true;
     SamplingOptions sampling;
@@ -101,6 +102,15 @@ int run_generate(Model& model, const GenerateOptions& o) {
 
     SamplingOptions s = o.sampling;
     s.stop_ids = stop_ids(tok, model.config, o);
+    if (!o.stop_strings.empty()) {
+        for (const std::string& st : o.stop_strings) DEVIANT_REQUIRE(!st.empty(), "--stop: an empty stop string");
+        s.stop_when = [&](const std::vector<std::int64_t>& generated) {
+            std::vector<TokenId> ids;
+            for (std::int64_t id : generated)
+                if (id >= 0 && std::size_t(id) < tok.vocab_size()) ids.push_back(TokenId(id));
+            return first_stop_string(tok.decode(ids, /*skip_special=*/true), o.stop_strings) != std::string::npos;
+        };
+    }
     const auto out = generate(model, ids, s, o.samples);
 
     std::vector<eval::SampleGroup> groups(prompts.size());
@@ -113,7 +123,9 @@ int run_generate(Model& model, const GenerateOptions& o) {
             if (!gen.empty() && std::find(s.stop_ids.begin(), s.stop_ids.end(), gen.back()) != s.stop_ids.end()) gen.pop_back();
             // a model vocabulary padded beyond the tokenizer's: such ids have no text
             std::erase_if(gen, [&](TokenId id) { return id < 0 || std::size_t(id) >= tok.vocab_size(); });
-            groups[i].samples.push_back(tok.decode(gen, /*skip_special=*/true));
+            std::string text = tok.decode(gen, /*skip_special=*/true);
+            if (std::size_t cut = first_stop_string(text, o.stop_strings); cut != std::string::npos) text.resize(cut);
+            groups[i].samples.push_back(std::move(text));
         }
     }
     eval::write_sample_groups(o.output, groups);
@@ -137,6 +149,7 @@ deviant::cli::Registration reg{{"generate", "Sample completions of prompts (temp
     app.add_option("--seed", o->sampling.seed, "Random seed")->capture_default_str();
     app.add_flag("--chat-template,!--no-chat-template", o->chat_template, "Format prompts with the chat template (default on)");
     app.add_option("--system-prompt", o->system_prompt, "A system turn before each prompt (with the chat template)");
+    app.add_option("--stop", o->stop_strings, "A text that ends a sample (repeatable); the sample is cut before it");
     app.add_option("--eos-token", o->eos_token, "An extra token that ends a sample (as training's eos_token)");
     app.add_option("--batch-size", o->sampling.batch_size, "Sequences per forward pass (0: all)")->capture_default_str();
     app.add_option("--device", o->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();

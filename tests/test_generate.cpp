@@ -363,6 +363,26 @@ BOOST_AUTO_TEST_CASE(top_p_selection_equals_the_sorted_definition) {
     }
 }
 
+// stop_when ends a row as soon as it holds: the rows are the uncut rows' prefixes.
+BOOST_AUTO_TEST_CASE(stop_condition_ends_rows_early) {
+    auto prompts = ids_of(fixture()["greedy"][0]["prompts"]);
+    SamplingOptions o;
+    o.max_new_tokens = 16;
+    o.seed = 9;
+    o.show_progress = false;
+    const auto full = generate(tiny_llama(), prompts, o, 2);
+    o.stop_when = [](const std::vector<std::int64_t>& g) { return g.size() >= 3 && g[g.size() - 1] % 2 == 0; };
+    const auto cut = generate(tiny_llama(), prompts, o, 2);
+    BOOST_REQUIRE_EQUAL(cut.size(), full.size());
+    for (std::size_t i = 0; i < cut.size(); ++i) {
+        BOOST_TEST(cut[i].size() <= full[i].size());
+        BOOST_TEST(std::equal(cut[i].begin(), cut[i].end(), full[i].begin()));
+        if (cut[i].size() < full[i].size()) BOOST_TEST(cut[i].back() % 2 == 0);
+    }
+    BOOST_TEST(first_stop_string("The capital is Paris. It", {"Paris", "It"}) == 15u);
+    BOOST_TEST(first_stop_string("abc", {"x", ""}) == std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(bad_requests_are_errors) {
     SamplingOptions o;
     o.show_progress = false;

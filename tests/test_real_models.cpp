@@ -58,6 +58,10 @@ BOOST_AUTO_TEST_CASE(smollm2_tokenizer_matches_transformers) {
     for (const json& g : expected()["greedy"])
         BOOST_TEST(tok.encode(g["rendered"].get<std::string>(), false) == g["prompt_ids"].get<std::vector<TokenId>>(),
                    boost::test_tools::per_element());
+    // multilingual text, code, digits, emoji, whitespace runs, special-token text, the empty string
+    for (const json& s : expected()["tokenize"])
+        BOOST_TEST_CONTEXT(s["text"].get<std::string>())
+    BOOST_TEST(tok.encode(s["text"].get<std::string>(), false) == s["ids"].get<std::vector<TokenId>>(), boost::test_tools::per_element());
 }
 
 // Sequence log-probs (what `deviant score` reports) within 1e-4 relative in float32; every token's
@@ -196,6 +200,17 @@ BOOST_AUTO_TEST_CASE(smollm2_cli_generate_and_tokenize) {
         const json o = json::parse(line);
         BOOST_TEST(o["ids"] == expected()["greedy"][i]["prompt_ids"]);
         BOOST_TEST(o["rendered"] == expected()["greedy"][i]["rendered"]);
+    }
+    // --stop: the sample ends at the stop string, cut before it
+    r = testing::run_cli("generate --model " + model + " --prompts " + (dir.path / "prompts.jsonl").string() + " --output " +
+                         (dir.path / "stop.jsonl").string() + " --temperature 0 --repetition-penalty 1 --samples 1 --max-new-tokens 40 --stop Paris");
+    BOOST_REQUIRE_MESSAGE(r.status == 0, r.err);
+    {
+        std::ifstream stop(dir.path / "stop.jsonl");
+        std::string line;
+        std::getline(stop, line);
+        std::getline(stop, line);  // the second prompt: the capital of France
+        BOOST_TEST(json::parse(line)["samples"][0].get<std::string>() == "The capital of France is ");
     }
     // a prompt longer than the model's 8192 positions: refused naming the line, before sampling
     std::string long_prompt;

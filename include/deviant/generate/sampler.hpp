@@ -28,6 +28,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -48,6 +50,9 @@ struct SamplingOptions {
     std::int64_t max_new_tokens = 128;
     std::uint64_t seed = 0;
     std::vector<std::int64_t> stop_ids;    // a row ends after producing one of these (kept in its output)
+    // Also ends a row when it returns true for the row's generated ids so far (stop strings: the
+    // caller decodes and searches; generate/stop_strings below). Empty: not used.
+    std::function<bool(const std::vector<std::int64_t>& generated)> stop_when;
     std::int64_t batch_size = 16;          // rows per forward pass (0: all rows at once)
     bool show_progress = true;             // progress bar on stderr
     bool use_cache = true;                 // incremental decoding with a KV cache (CPU models); false: full forward per token
@@ -250,7 +255,9 @@ std::vector<std::vector<std::int64_t>> generate(const Model& model, const std::v
         const std::int64_t token = next_token(std::move(l), row.tokens, options, row.rng);
         row.tokens.push_back(token);
         ++pending_tokens;
-        const bool done = is_stop(token) || std::int64_t(row.tokens.size() - row.prompt_len) >= options.max_new_tokens;
+        bool done = is_stop(token) || std::int64_t(row.tokens.size() - row.prompt_len) >= options.max_new_tokens;
+        if (!done && options.stop_when)
+            done = options.stop_when(std::vector<std::int64_t>(row.tokens.begin() + std::ptrdiff_t(row.prompt_len), row.tokens.end()));
         if (done) ++finished;
         return done;
     };
@@ -337,6 +344,15 @@ std::vector<std::vector<std::int64_t>> generate(const Model& model, const std::v
     for (std::size_t r = 0; r < rows.size(); ++r)
         out[r].assign(rows[r].tokens.begin() + std::ptrdiff_t(rows[r].prompt_len), rows[r].tokens.end());
     return out;
+}
+
+// Stop strings: the position in `text` where the first of `stops` begins (npos: none). A sample
+// whose decoded text contains one ends there (the string and what follows are not part of it).
+inline std::size_t first_stop_string(const std::string& text, const std::vector<std::string>& stops) {
+    std::size_t best = std::string::npos;
+    for (const std::string& s : stops)
+        if (!s.empty()) best = std::min(best, text.find(s));
+    return best;
 }
 
 }  // namespace deviant

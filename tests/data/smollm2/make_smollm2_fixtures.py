@@ -5,6 +5,7 @@ the GGUF tensors with the `gguf` package, so both sides run the same float32 wei
 
   score:   per-token log-probs log p(ids[t+1] | ids[<=t]) of a few English texts, tokenized by
            the tokenizer transformers builds from the GGUF file (no special tokens added);
+  tokenize: ids of multilingual text, code, digits, emoji and whitespace runs (no special tokens);
   greedy:  chat prompts rendered by the file's own chat template (apply_chat_template with
            add_generation_prompt), their token ids, and generate(do_sample=False,
            max_new_tokens=N) continuations with the file's EOS as a stop.
@@ -32,6 +33,24 @@ CHATS = [
      {"role": "user", "content": "A lighthouse keeper finds a letter from the future."}],
 ]
 MAX_NEW = 40
+TOKENIZE = [
+    "Hello, world! How's it going?",
+    "Der Bär läuft über die Straße, während Ärzte schlafen.",
+    "Ça va très bien, merci — et toi ?",
+    "Быстрая коричневая лиса прыгает через ленивую собаку.",
+    "東京は日本の首都です。北京是中国的首都。",
+    "서울은 한국의 수도입니다.",
+    "مرحبا بالعالم، كيف حالك؟",
+    "Ο γρήγορος καφέ αλεπού πηδά.",
+    "def f(x):\n    return x ** 2  # square\n\nprint(f(12345))",
+    "for (int i = 0; i < n; ++i) { sum += a[i] * b[i]; }",
+    "3.14159 2026-12-02 1,234,567 +49 (0)30 12345678",
+    "I ❤️ 🦊🐶 emoji 👩‍👩‍👧‍👦 and flags 🇫🇷🇯🇵",
+    "tabs\tand\t\tnewlines\n\n\nand    many     spaces   ",
+    "   leading and trailing   ",
+    "<|im_start|>user text with special tokens<|im_end|>",
+    "",
+]
 
 
 def main():
@@ -40,7 +59,9 @@ def main():
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32).eval()
-    out = {"score": [], "greedy": [], "eos_token_id": tok.eos_token_id}
+    out = {"score": [], "greedy": [], "tokenize": [], "eos_token_id": tok.eos_token_id}
+    for text in TOKENIZE:
+        out["tokenize"].append({"text": text, "ids": tok(text, add_special_tokens=False)["input_ids"]})
     with torch.no_grad():
         for text in TEXTS:
             ids = tok(text, add_special_tokens=False)["input_ids"]
