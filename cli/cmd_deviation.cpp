@@ -2,6 +2,7 @@
 #include <fmt/core.h>
 
 #include "command.hpp"
+#include "deviant/data/jsonl.hpp"
 #include "deviant/data/prepare.hpp"
 
 namespace {
@@ -20,6 +21,7 @@ deviant::cli::Registration reg{{"deviation", "Add per-response deviations and de
     sub.add_option("--floor", args->opts.floor, "Minimum weight w_min (0 = none; the paper's ablation uses 0.2)")
         ->check(CLI::NonNegativeNumber);
     return std::function<int()>([args] {
+        deviant::data::require_distinct_paths(args->input, args->output);
         deviant::data::deviation_file(args->input, args->output, args->opts);
         return 0;
     });

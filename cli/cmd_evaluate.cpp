@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "command.hpp"
+#include "deviant/data/jsonl.hpp"
 #include "deviant/eval/samples_file.hpp"
 
 namespace {
@@ -53,7 +54,10 @@ deviant::cli::Registration reg{{"evaluate", "Diversity metrics (embedding distan
     app.add_option("--input", o->input, "JSON Lines {prompt, samples, embeddings?} (deviant generate's output)")->required();
     app.add_option("--embeddings", o->embeddings, "Embedding names to score by mean pairwise cosine distance, e.g. sem,sty")->delimiter(',');
     app.add_option("--output", o->output, "Also write the metrics as JSON");
-    return std::function<int()>([o] { return run_evaluate(*o); });
+    return std::function<int()>([o] {
+        if (!o->output.empty()) deviant::data::require_distinct_paths(o->input, o->output);
+        return run_evaluate(*o);
+    });
 }}};
 
 }  // namespace

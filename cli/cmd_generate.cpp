@@ -155,6 +155,7 @@ deviant::cli::Registration reg{{"generate", "Sample completions of prompts (temp
     app.add_option("--device", o->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
     return std::function<int()>([o] {
         validate_sampling(o->sampling);
+        data::require_distinct_paths(o->prompts, o->output, "--prompts", "--output");
         return with_pretrained(o->model, [&](auto& model) { return run_generate(model, *o); });
     });
 }}};

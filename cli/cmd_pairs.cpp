@@ -2,6 +2,7 @@
 #include <fmt/core.h>
 
 #include "command.hpp"
+#include "deviant/data/jsonl.hpp"
 #include "deviant/data/prepare.hpp"
 
 namespace {
@@ -33,6 +34,7 @@ deviant::cli::Registration reg{{"pairs", "Build weighted preference pairs from s
     return std::function<int()>([args] {
         args->opts.method = args->method == "divpo" ? deviant::data::PairMethod::divpo : deviant::data::PairMethod::gap;
         args->opts.weights = !args->no_weights;
+        deviant::data::require_distinct_paths(args->input, args->output);
         std::size_t n = deviant::data::pairs_file(args->input, args->output, args->opts);
         fmt::print(stderr, "deviant pairs: wrote {} pairs to {}\n", n, args->output);
         return 0;

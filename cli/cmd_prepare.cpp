@@ -2,6 +2,7 @@
 #include <fmt/core.h>
 
 #include "command.hpp"
+#include "deviant/data/jsonl.hpp"
 #include "deviant/data/writing_prompts.hpp"
 
 namespace {
@@ -27,6 +28,9 @@ deviant::cli::Registration reg{{"prepare", "Clean WritingPrompts preference data
     sub.add_option("--min-responses", args->opts.min_responses, "Drop prompts left with fewer responses")->capture_default_str();
     sub.add_flag("--skip-bad-lines", args->opts.skip_bad_lines, "Skip and count malformed lines instead of failing");
     return std::function<int()>([args] {
+        deviant::data::require_distinct_paths(args->input, args->train_output, "--input", "--train-output");
+        deviant::data::require_distinct_paths(args->input, args->test_output, "--input", "--test-output");
+        deviant::data::require_distinct_paths(args->train_output, args->test_output, "--train-output", "--test-output");
         const auto r = deviant::data::convert_writing_prompts(args->input, args->train_output, args->test_output, args->opts);
         fmt::print("{}\n", r.summary());
         if (!r.skipped_line_numbers.empty()) {

@@ -92,6 +92,18 @@ deviant::cli::Registration reg{{"report", "Comparison table and plot of finished
     app.add_option("--json", a->json_out, "Write the numbers as JSON");
     app.add_option("--plot", a->plot, "Write a PNG plot (needs gnuplot)");
     return std::function<int()>([a] {
+        // no output may land on an input (a run's eval file, the human reference) or on another output
+        std::vector<std::pair<std::string, std::string>> inputs;
+        for (const std::string& spec : a->runs)
+            if (auto c = spec.rfind(':'); c != std::string::npos) inputs.emplace_back(spec.substr(c + 1), "--run " + spec);
+        if (!a->human.empty()) inputs.emplace_back(a->human, "--human");
+        const std::vector<std::pair<std::string, std::string>> outputs{{a->markdown, "--markdown"}, {a->json_out, "--json"}, {a->plot, "--plot"}};
+        for (const auto& [out, oflag] : outputs) {
+            if (out.empty()) continue;
+            for (const auto& [in, iflag] : inputs) deviant::data::require_distinct_paths(in, out, iflag.c_str(), oflag.c_str());
+            for (const auto& [other, flag2] : outputs)
+                if (!other.empty() && &other != &out) deviant::data::require_distinct_paths(other, out, flag2.c_str(), oflag.c_str());
+        }
         std::vector<Row> rows;
         for (const std::string& spec : a->runs) {
             auto c1 = spec.find(':'), c2 = spec.find(':', c1 + 1);

@@ -293,3 +293,40 @@ BOOST_AUTO_TEST_CASE(demo_data_pipeline) {
     fs::remove(bad);
     fs::remove_all(dir);
 }
+
+// An output never overwrites an input: every command that reads one file and writes another
+// refuses the same path (also spelled differently), exits 1 with the flags named, and leaves the
+// input byte for byte as it was.
+BOOST_AUTO_TEST_CASE(outputs_never_overwrite_inputs) {
+    const std::string content = "{\"prompt\": \"p\", \"responses\": [{\"text\": \"a\", \"score\": 1}], \"samples\": [\"x\"]}\n";
+    const std::string in = write_temp("deviant_same_path.jsonl", content);
+    const std::string alias = (std::filesystem::path(in).parent_path() / "." / "deviant_same_path.jsonl").string();
+    const std::string other = write_temp("deviant_other_path.jsonl", content);
+    struct Case {
+        std::string args, needle;
+    };
+    const std::vector<Case> cases = {
+        {"pairs --input " + in + " --output " + alias, "--output"},
+        {"deviation --input " + in + " --output " + in, "--output"},
+        {"embed --input " + in + " --output " + alias, "--output"},
+        {"prepare --input " + in + " --train-output " + in + " --test-output " + other, "--train-output"},
+        {"prepare --input " + other + " --train-output " + in + " --test-output " + in, "--test-output"},
+        {"generate --model " + data + "/models/llama --tokenizer " + data + "/tokenizers/llama3_style.json --prompts " + in + " --output " + in,
+         "--prompts"},
+        {"evaluate --input " + in + " --output " + alias, "--output"},
+        {"tokenize --tokenizer " + data + "/tokenizers/llama3_style.json --input " + in + " --output " + in, "--output"},
+        {"report --run a:" + other + ":" + in + " --markdown " + in, "--markdown"},
+    };
+    for (const Case& c : cases) {
+        Run r = run(c.args);
+        BOOST_TEST_CONTEXT(c.args) {
+            BOOST_TEST(r.status == 1);
+            BOOST_TEST(r.err.find("refusing to overwrite an input") != std::string::npos, r.err);
+            BOOST_TEST(r.err.find(c.needle) != std::string::npos, r.err);
+            std::ifstream f(in);
+            BOOST_TEST(std::string(std::istreambuf_iterator<char>(f), {}) == content);
+        }
+    }
+    std::filesystem::remove(in);
+    std::filesystem::remove(other);
+}
