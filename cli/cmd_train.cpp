@@ -3,6 +3,9 @@
 // from the adapters switched off, or from the initial policy; checkpoints, resume, evaluation,
 // a progress bar and per-step metrics as JSON Lines (TRL's names). See docs/cli.md.
 #include <fmt/core.h>
+
+#include <cmath>
+#include <limits>
 #include <fmt/ranges.h>
 
 #include <fstream>
@@ -118,6 +121,48 @@ void apply_config(CLI::App& app, const std::string& path) {
     }
 }
 
+
+// Every numeric setting checked once, whether it came from a flag or the TOML file: a value out of
+// range is an error naming the flag and its config key, never replaced by a default or ignored.
+void validate_train_args(const CLI::App& app, const TrainArgs& a) {
+    auto given = [&](const char* flag) { return app.get_option(flag)->count() > 0; };
+    auto name = [](const char* flag) {
+        for (const ConfigKey& k : config_keys)
+            if (std::string_view(k.flag) == flag) return fmt::format("{} (config key {})", flag, k.key);
+        return std::string(flag);
+    };
+    auto real = [&](const char* flag, double v, double lo, bool lo_open, double hi, bool hi_open, const char* what) {
+        const bool ok = std::isfinite(v) && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+        DEVIANT_REQUIRE(ok, "{} must be {}, got {}", name(flag), what, v);
+    };
+    auto integer = [&](const char* flag, std::int64_t v, std::int64_t lo, const char* what) {
+        DEVIANT_REQUIRE(v >= lo, "{} must be {}, got {}", name(flag), what, v);
+    };
+    constexpr double inf = std::numeric_limits<double>::infinity();
+    if (given("--beta")) real("--beta", a.beta, 0, true, inf, true, "a positive number");
+    real("--lambda", a.lambda, 0, false, inf, true, "a finite number >= 0");
+    real("--gamma", a.gamma, -inf, true, inf, true, "a finite number");
+    real("--label-smoothing", a.label_smoothing, 0, false, 0.5, true, "in [0, 0.5)");
+    real("--nll-alpha", a.nll_alpha, 0, false, inf, true, "a finite number >= 0");
+    real("--lr", a.lr, 0, true, inf, true, "a positive number");
+    real("--max-grad-norm", a.max_grad_norm, 0, false, inf, true, "a finite number >= 0 (0 = no clipping)");
+    real("--weight-decay", a.weight_decay, 0, false, inf, true, "a finite number >= 0");
+    integer("--epochs", a.epochs, 1, "at least 1");
+    integer("--max-steps", a.max_steps, 0, ">= 0 (0 = run --epochs)");
+    integer("--batch-size", a.batch_size, 1, "at least 1");
+    integer("--grad-accumulation", a.grad_accumulation, 1, "at least 1");
+    integer("--warmup-steps", a.warmup_steps, 0, ">= 0");
+    integer("--eval-every", a.eval_every, 0, ">= 0 (0 = only at the end)");
+    integer("--pack-tokens", a.pack_tokens, 0, ">= 0 (0 = padded rows)");
+    integer("--max-length", a.max_length, 0, ">= 0 (0 = no truncation)");
+    integer("--max-prompt-length", a.max_prompt_length, 0, ">= 0 (0 = no truncation)");
+    integer("--save-every", a.save_every, 0, ">= 0 (0 = only the final model)");
+    integer("--keep-last", a.keep_last, 1, "at least 1 (the newest checkpoint is always kept)");
+    if (a.lora) {
+        integer("--lora-rank", a.lora_rank, 1, "at least 1");
+        real("--lora-alpha", a.lora_alpha, 0, true, inf, true, "a positive number");
+    }
+}
 
 // Reads pairs as token ids or as text (tokenised with the model's tokenizer).
 std::vector<data::TokenPair> read_pairs(const TrainArgs& a, const std::string& file, std::int64_t vocab, const std::string& tokenizer_path) {
@@ -400,6 +445,7 @@ deviant::cli::Registration reg{{"train", "Train a checkpoint with a preference o
     app.add_option("--lora-targets", a->lora_targets, "Projection names to adapt")->delimiter(',');
     return std::function<int()>([a, &app] {
         if (!a->config.empty()) apply_config(app, a->config);
+        validate_train_args(app, *a);
         DEVIANT_REQUIRE(!a->train.empty(), "no training data: give --train FILE (or data.train in the config)");
         DEVIANT_REQUIRE(a->model.empty() != a->init_config.empty(), "give exactly one of --model DIR or --init-config FILE");
         DType dtype = cli::model_dtype(a->dtype);

@@ -330,3 +330,38 @@ BOOST_AUTO_TEST_CASE(outputs_never_overwrite_inputs) {
     std::filesystem::remove(in);
     std::filesystem::remove(other);
 }
+
+// Out-of-range settings are refused naming the flag (and the config key), never replaced by a
+// default: beta 0 / negative / NaN, NaN or negative clipping, epochs -1, label smoothing 2, a
+// deviation floor above 1; also when they come from the TOML file.
+BOOST_AUTO_TEST_CASE(out_of_range_settings_are_refused) {
+    const std::string base = "train --model " + data + "/models/llama --train " + data + "/models/pairs.jsonl --quiet --max-steps 1 --output " +
+                             (std::filesystem::temp_directory_path() / "deviant_range_out").string();
+    struct Case {
+        std::string extra, needle;
+    };
+    const std::vector<Case> cases = {
+        {"--beta 0", "--beta"},          {"--beta -0.5", "--beta"},           {"--beta nan", "--beta"},
+        {"--max-grad-norm nan", "--max-grad-norm"}, {"--max-grad-norm -1", "--max-grad-norm"}, {"--epochs -1", "--epochs"},
+        {"--label-smoothing 2", "--label-smoothing"}, {"--batch-size 0", "--batch-size"}, {"--lr -1", "--lr"},
+        {"--lora --lora-rank 0", "--lora-rank"},
+    };
+    for (const Case& c : cases) {
+        Run r = run(base + " " + c.extra);
+        BOOST_TEST_CONTEXT(c.extra) {
+            BOOST_TEST(r.status == 1);
+            BOOST_TEST(r.err.find(c.needle) != std::string::npos, r.err);
+        }
+    }
+    const std::string toml = write_temp("deviant_range.toml", "[objective]\nbeta = 0\n");
+    Run r = run(base + " --config " + toml);
+    BOOST_TEST(r.status == 1);
+    BOOST_TEST(r.err.find("objective.beta") != std::string::npos, r.err);
+    BOOST_TEST(!std::filesystem::exists(std::filesystem::temp_directory_path() / "deviant_range_out"));
+    const std::string in = write_temp("deviant_floor_in.jsonl", "{\"prompt\": \"p\", \"responses\": []}\n");
+    r = run("deviation --input " + in + " --output " + in + ".out --floor 1e300");
+    BOOST_TEST(r.status == 1);
+    BOOST_TEST(r.err.find("floor") != std::string::npos, r.err);
+    std::filesystem::remove(toml);
+    std::filesystem::remove(in);
+}

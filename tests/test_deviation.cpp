@@ -92,7 +92,8 @@ BOOST_AUTO_TEST_CASE(two_responses_weigh_one_each) {
 BOOST_AUTO_TEST_CASE(all_equal_scores_weigh_one) {
     check_all_close(normalise_weights({0.3, 0.3, 0.3, 0.3}), {1, 1, 1, 1});
     check_all_close(normalise_weights({-1, -1}), {1, 1});
-    check_all_close(normalise_weights({0.5, 0.5}, 1.5), {1.5, 1.5});  // the floor still applies
+    check_all_close(normalise_weights({0.5, 0.5}, 1.0), {1.0, 1.0});  // the floor still applies (at most 1)
+    expect_error([] { normalise_weights({0.5, 0.5}, 1.5); }, {"floor"});  // weights average 1: a floor above lifts them all
 }
 
 BOOST_AUTO_TEST_CASE(geometric_mean_of_two_spaces) {

@@ -119,7 +119,8 @@ inline std::vector<double> combine_spaces(const std::vector<std::vector<double>>
 // -> all 1. Then the optional floor: w(i) = max(w(i), floor) (floor 0 = none; paper ablation 0.2).
 inline std::vector<double> normalise_weights(const std::vector<double>& s, double floor = 0.0) {
     DEVIANT_REQUIRE(!s.empty(), "normalise_weights: empty input");
-    DEVIANT_REQUIRE(std::isfinite(floor) && floor >= 0.0, "normalise_weights: floor must be finite and >= 0, got {}", floor);
+    DEVIANT_REQUIRE(std::isfinite(floor) && floor >= 0.0 && floor <= 1.0,
+                    "deviation weight floor must be in [0, 1] (weights average 1; a higher floor would lift every weight), got {}", floor);
     const std::size_t n = s.size();
     const auto [lo_it, hi_it] = std::minmax_element(s.begin(), s.end());
     std::vector<double> w(n, 1.0);
