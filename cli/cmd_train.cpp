@@ -5,6 +5,7 @@
 #include <fmt/core.h>
 
 #include <cmath>
+#include <ctime>
 #include <limits>
 #include <fmt/ranges.h>
 
@@ -446,6 +447,17 @@ deviant::cli::Registration reg{{"train", "Train a checkpoint with a preference o
     return std::function<int()>([a, &app] {
         if (!a->config.empty()) apply_config(app, a->config);
         validate_train_args(app, *a);
+        if (a->output.empty()) {  // a trained model is never thrown away: a fresh folder, said aloud
+            const std::time_t now = std::time(nullptr);
+            std::tm tm{};
+            localtime_r(&now, &tm);
+            char stamp[32];
+            std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
+            fs::path dir = fs::path("runs") / fmt::format("{}-{}", a->objective, stamp);
+            for (int k = 2; fs::exists(dir); ++k) dir = fs::path("runs") / fmt::format("{}-{}-{}", a->objective, stamp, k);
+            a->output = dir.string();
+            fmt::print(stderr, "train: no --output given; writing to {}\n", a->output);
+        }
         DEVIANT_REQUIRE(!a->train.empty(), "no training data: give --train FILE (or data.train in the config)");
         DEVIANT_REQUIRE(a->model.empty() != a->init_config.empty(), "give exactly one of --model DIR or --init-config FILE");
         DType dtype = cli::model_dtype(a->dtype);

@@ -365,3 +365,20 @@ BOOST_AUTO_TEST_CASE(out_of_range_settings_are_refused) {
     std::filesystem::remove(toml);
     std::filesystem::remove(in);
 }
+
+// train without --output keeps the model: runs/<objective>-<time>/final, named on stderr.
+BOOST_AUTO_TEST_CASE(train_without_output_writes_a_fresh_run_folder) {
+    const auto dir = std::filesystem::temp_directory_path() / ("deviant_no_output_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const auto cwd = std::filesystem::current_path();
+    std::filesystem::current_path(dir);
+    Run r = run("train --model " + data + "/models/llama --train " + data + "/models/pairs.jsonl --quiet --max-steps 1 --objective sft");
+    std::filesystem::current_path(cwd);
+    BOOST_TEST(r.status == 0, r.err);
+    BOOST_TEST(r.err.find("no --output given; writing to runs/sft-") != std::string::npos, r.err);
+    bool found = false;
+    for (const auto& e : std::filesystem::directory_iterator(dir / "runs"))
+        found = found || std::filesystem::exists(e.path() / "final" / "model.safetensors");
+    BOOST_TEST(found);
+    std::filesystem::remove_all(dir);
+}
