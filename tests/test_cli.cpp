@@ -382,3 +382,24 @@ BOOST_AUTO_TEST_CASE(train_without_output_writes_a_fresh_run_folder) {
     BOOST_TEST(found);
     std::filesystem::remove_all(dir);
 }
+
+// A line nested 100,000 levels deep is refused naming the file and line (no crash, no output, no
+// temporary file left behind).
+BOOST_AUTO_TEST_CASE(deeply_nested_json_is_refused) {
+    std::string deep = "{\"prompt\": \"p\", \"responses\": [{\"text\": \"a\"}], \"extra\": ";
+    deep += std::string(100000, '[') + std::string(100000, ']') + "}\n";
+    const std::string in = write_temp("deviant_deep.jsonl", deep + "{\"prompt\": \"q\", \"responses\": [{\"text\": \"b\"}]}\n");
+    const auto dir = std::filesystem::path(in).parent_path();
+    for (const std::string cmd : {"embed", "deviation"}) {
+        const std::string out = (dir / ("deviant_deep_out_" + cmd + ".jsonl")).string();
+        Run r = run(cmd + " --input " + in + " --output " + out);
+        BOOST_TEST_CONTEXT(cmd) {
+            BOOST_TEST(r.status == 1);
+            BOOST_TEST(r.err.find("deviant_deep.jsonl:1: JSON nested deeper than") != std::string::npos, r.err);
+            BOOST_TEST(!std::filesystem::exists(out));
+            for (const auto& e : std::filesystem::directory_iterator(dir))
+                BOOST_TEST(e.path().filename().string().find("deviant_deep_out_" + cmd + ".jsonl.tmp") == std::string::npos);
+        }
+    }
+    std::filesystem::remove(in);
+}

@@ -42,6 +42,7 @@ public:
             if (!text.empty() && text.back() == '\r') text.pop_back();
             if (text.find_first_not_of(" \t\r\n") == std::string::npos) continue;
             line.number = number_;
+            check_depth(text);
             try {
                 line.value = json::parse(text);
             } catch (const json::parse_error& e) {
@@ -58,7 +59,31 @@ public:
     // The number of the last line read (also when reading it failed).
     std::size_t line_number() const { return number_; }
 
+    // Deepest nesting of arrays and objects a line may have: far beyond any real record, well
+    // below what recursive copying and printing of the parsed value can survive.
+    static constexpr int max_depth = 256;
+
 private:
+    // Counts [ and { outside strings; a line nested deeper than max_depth is an error before it
+    // is parsed (a 100,000-deep line would otherwise exhaust the stack when copied or printed).
+    void check_depth(const std::string& text) const {
+        int depth = 0;
+        bool in_string = false, escaped = false;
+        for (char c : text) {
+            if (in_string) {
+                if (escaped) escaped = false;
+                else if (c == '\\') escaped = true;
+                else if (c == '"') in_string = false;
+            } else if (c == '"') {
+                in_string = true;
+            } else if (c == '[' || c == '{') {
+                DEVIANT_REQUIRE(++depth <= max_depth, "{}:{}: JSON nested deeper than {} levels", path_.string(), number_, max_depth);
+            } else if (c == ']' || c == '}') {
+                --depth;
+            }
+        }
+    }
+
     // nlohmann messages start with "[json.exception.parse_error.101] "; keep the readable rest.
     static std::string clean_message(std::string m) {
         if (auto p = m.find("] "); m.rfind("[json.exception.", 0) == 0 && p != std::string::npos) m.erase(0, p + 2);
