@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <iostream>
+#include <new>
 
 #include "command.hpp"
 #include "deviant/core/error.hpp"
@@ -21,10 +22,17 @@ int main(int argc, char** argv) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        return app.exit(e);
+        // --help / --version exit 0 as CLI11 prints them; every command-line error is one line and status 1
+        if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
+        fmt::print(stderr, "deviant: error: {} (see deviant {}--help)\n", e.what(),
+                   app.get_subcommands().empty() ? "" : app.get_subcommands().front()->get_name() + " ");
+        return 1;
     }
     try {
         return action ? action() : 0;
+    } catch (const std::bad_alloc&) {
+        fmt::print(stderr, "deviant: error: out of memory: lower --batch-size, --max-length or --max-new-tokens, or use a smaller model\n");
+        return 1;
     } catch (const deviant::Error& e) {
         fmt::print(stderr, "deviant: error: {}\n", e.what());
         return 1;

@@ -403,3 +403,18 @@ BOOST_AUTO_TEST_CASE(deeply_nested_json_is_refused) {
     }
     std::filesystem::remove(in);
 }
+
+// Command-line errors (unknown flag, missing required option, bad value) are one line and exit
+// status 1, as every other error; --help still exits 0.
+BOOST_AUTO_TEST_CASE(command_line_errors_exit_one) {
+    for (const std::string args : {"pairs --no-such-flag", "pairs --input x.jsonl", "generate --model m --prompts p --output o --samples -3",
+                                   "embed --input a --output b --spaces nope", "nosuchcommand"}) {
+        Run r = run(args);
+        BOOST_TEST_CONTEXT(args) {
+            BOOST_TEST(r.status == 1);
+            BOOST_TEST(r.err.rfind("deviant: error: ", 0) == 0u, r.err);
+            BOOST_TEST(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+        }
+    }
+    BOOST_TEST(run("pairs --help").status == 0);
+}
