@@ -472,3 +472,14 @@ BOOST_AUTO_TEST_CASE(errors_name_what_is_wrong) {
     expect_error([&] { lora.load_peft(dir); }, {cfg_file});
     fs::remove_all(dir);
 }
+
+// A rank above a projection's smaller side is refused naming the projection (a huge one used to
+// die inside BLAS allocating the adapters).
+BOOST_AUTO_TEST_CASE(rank_beyond_the_projection_is_refused) {
+    auto m = load_pretrained_as<Llama>(DEVIANT_TEST_DATA_DIR "/models/llama");
+    nn::LoraAdapters a;
+    BOOST_CHECK_EXCEPTION(a.attach(*m, config(100000, 16, llama_targets)), Error, [](const Error& e) {
+        const std::string msg = e.what();
+        return msg.find("LoRA rank 100000") != std::string::npos && msg.find("self_attn") != std::string::npos;
+    });
+}

@@ -100,6 +100,11 @@ public:
             e.in = conv ? w.size(0) : w.size(1);
             e.out = conv ? w.size(1) : w.size(0);
             e.slot = &proj.adapter;
+            // an adapter beyond min(in, out) cannot add rank, only parameters; one more than 64 times
+            // the size of its weight is surely a typo and would exhaust memory: refused, naming the projection
+            DEVIANT_REQUIRE(config.rank * (e.in + e.out) <= 64 * e.in * e.out,
+                            "LoRA rank {} would give {} ({} -> {}) {} adapter values, more than 64 times its weight; ranks above {} add no rank",
+                            config.rank, module, e.in, e.out, config.rank * (e.in + e.out), std::min(e.in, e.out));
             // kaiming_uniform_(a = sqrt(5)) on (r, in): gain sqrt(1/3), bound = gain * sqrt(3 / in) = 1 / sqrt(in)
             const double bound = 1.0 / std::sqrt(double(e.in));
             std::uniform_real_distribution<double> u(-bound, bound);
