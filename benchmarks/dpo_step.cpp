@@ -1,5 +1,5 @@
 // dpo_step — times one full preference-training step of a randomly initialised Llama-architecture
-// model, the same step as the PyTorch peer (shared/bench/torch_dpo_baseline.py on CUDA,
+// model, the same step as the PyTorch peer (torch_dpo_baseline.py on CUDA, given to scripts/gpu-bundle.sh;
 // benchmarks/torch_cpu_dpo_step.py on the CPU), and prints one JSON line per (config, objective)
 // with the peer's keys so the two lines can be compared directly.
 //
@@ -44,7 +44,7 @@ struct BenchConfig {
     std::int64_t layers, d_model, heads, kv, ffn, vocab, seq, pairs;
 };
 
-// The peer's table (shared/bench/README.md).
+// The peer's config table.
 constexpr BenchConfig kConfigs[] = {
     {"tiny", 4, 256, 4, 4, 688, 8192, 256, 8},
     {"small", 8, 512, 8, 8, 1376, 32000, 512, 8},

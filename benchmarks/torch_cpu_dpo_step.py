@@ -8,7 +8,7 @@ each sequence masked out of the summed log-probs, same objectives:
   dpo  : policy forward+backward, frozen reference forward under no_grad, sigmoid DPO (beta 0.1)
   orpo : policy forward+backward, SFT + odds-ratio loss (lambda 0.1)
 and torch.optim.AdamW (lr 1e-5, default weight decay 0.01). Prints one JSON line per
-(config, objective) with the keys of dpo_step (and of shared/bench/torch_dpo_baseline.py):
+(config, objective) with the keys of dpo_step (and of the GPU peer torch_dpo_baseline.py):
 median step time, tokens/s, peak memory (process peak RSS, GiB) and MFU against a float32
 1024^3 matmul timed in the same run.
 
