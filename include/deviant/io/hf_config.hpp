@@ -15,6 +15,7 @@
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -159,8 +160,10 @@ private:
 
 }  // namespace detail
 
-// Reads `dir_or_file` (a model directory holding config.json, or the file itself).
-inline ModelConfig load_model_config(const std::filesystem::path& dir_or_file) {
+namespace detail {
+// The JSON object of `dir_or_file` (a model directory holding config.json, or the file itself) and
+// the file's path; errors name the file.
+inline std::pair<std::filesystem::path, nlohmann::json> read_config_json(const std::filesystem::path& dir_or_file) {
     std::filesystem::path path = dir_or_file;
     std::error_code ec;
     if (std::filesystem::is_directory(path, ec)) path /= "config.json";
@@ -175,6 +178,14 @@ inline ModelConfig load_model_config(const std::filesystem::path& dir_or_file) {
         fail("{}: not valid JSON: {}", file, e.what());
     }
     DEVIANT_REQUIRE(j.is_object(), "{}: config must be a JSON object, got {}", file, j.type_name());
+    return {path, std::move(j)};
+}
+}  // namespace detail
+
+// Reads `dir_or_file` (a model directory holding config.json, or the file itself).
+inline ModelConfig load_model_config(const std::filesystem::path& dir_or_file) {
+    const auto [path, j] = detail::read_config_json(dir_or_file);
+    const std::string file = path.string();
     detail::ConfigFields f(j, file);
 
     ModelConfig c;

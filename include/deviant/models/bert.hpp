@@ -71,19 +71,8 @@ struct BertConfig {
 
 // Reads `dir_or_file` (a model directory holding config.json, or the file itself).
 inline BertConfig load_bert_config(const std::filesystem::path& dir_or_file) {
-    std::filesystem::path path = dir_or_file;
-    std::error_code ec;
-    if (std::filesystem::is_directory(path, ec)) path /= "config.json";
+    const auto [path, j] = io::detail::read_config_json(dir_or_file);
     const std::string file = path.string();
-    std::ifstream in(path, std::ios::binary);
-    DEVIANT_REQUIRE(in.good(), "{}: cannot open the model config", file);
-    nlohmann::json j;
-    try {
-        j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-        fail("{}: not valid JSON: {}", file, e.what());
-    }
-    DEVIANT_REQUIRE(j.is_object(), "{}: config must be a JSON object, got {}", file, j.type_name());
     io::detail::ConfigFields f(j, file);
     BertConfig c;
     c.source = path;

@@ -76,6 +76,58 @@ struct AddedToken {
     bool normalized = false;   // matched in a second pass (after the non-normalized tokens)
 };
 
+// A stretch of text: an added token's match (added_id set) or the text between matches.
+struct AddedTokenSegment {
+    std::size_t begin, end;           // byte range in the text it came from
+    std::optional<TokenId> added_id;  // an added token's match
+};
+
+namespace detail {
+inline bool is_space_byte(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+inline bool is_word_byte(char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u >= 0x80 || std::isalnum(u) || c == '_';
+}
+}  // namespace detail
+
+// Splits text at the matches of added tokens, as the reference tokenizers do: at each position the
+// first of candidates(byte) (indices into `tokens`, in priority order) whose content matches is
+// taken, honouring single_word, lstrip and rstrip; the rest stays between the matches. Shared by
+// the BPE and WordPiece tokenizers.
+template <class Candidates>
+std::vector<AddedTokenSegment> split_at_added_tokens(std::string_view text, const std::vector<AddedToken>& tokens, Candidates&& candidates) {
+    std::vector<AddedTokenSegment> segs;
+    std::size_t cursor = 0, pos = 0;
+    while (pos < text.size()) {
+        const AddedToken* hit = nullptr;
+        for (std::size_t idx : candidates(static_cast<unsigned char>(text[pos]))) {
+            const AddedToken& t = tokens[idx];
+            if (t.content.size() <= text.size() - pos && text.compare(pos, t.content.size(), t.content) == 0) {
+                hit = &t;
+                break;
+            }
+        }
+        if (!hit) {
+            ++pos;
+            continue;
+        }
+        std::size_t b = pos, e = pos + hit->content.size();
+        if (hit->single_word && ((b > 0 && detail::is_word_byte(text[b - 1])) || (e < text.size() && detail::is_word_byte(text[e])))) {
+            pos = e;
+            continue;
+        }
+        if (hit->lstrip)
+            while (b > cursor && detail::is_space_byte(text[b - 1])) --b;
+        if (hit->rstrip)
+            while (e < text.size() && detail::is_space_byte(text[e])) ++e;
+        if (b > cursor) segs.push_back({cursor, b, std::nullopt});
+        segs.push_back({b, e, hit->id});
+        cursor = pos = e;
+    }
+    if (cursor < text.size()) segs.push_back({cursor, text.size(), std::nullopt});
+    return segs;
+}
+
 struct BpeVocabulary {
     std::vector<std::string> id_to_token;  // "" marks an unused id
     std::unordered_map<std::string, TokenId> token_to_id;
@@ -348,10 +400,7 @@ public:
     const BpePipeline& pipeline() const { return pipeline_; }
 
 private:
-    struct Segment {
-        std::size_t begin, end;
-        std::optional<TokenId> added_id;
-    };
+    using Segment = AddedTokenSegment;
     struct CompiledStep {
         PreTokenizerStep step;
         std::shared_ptr<const text::Regex> regex;  // null for string patterns / byte_level without regex
@@ -446,45 +495,11 @@ private:
                         "BpeTokenizer: {} id {} is not in the vocabulary", what, id);
     }
 
-    static bool is_space_byte(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
-    static bool is_word_byte(char c) {
-        const auto u = static_cast<unsigned char>(c);
-        return u >= 0x80 || std::isalnum(u) || c == '_';
-    }
 
     // Splits text into the matches of one group of added tokens (pass 0: non-normalized ones, on
     // the raw text; pass 1: normalized ones, on the normalized text) and the text between them.
     std::vector<Segment> split_added_tokens(std::string_view text, int pass) const {
-        std::vector<Segment> segs;
-        std::size_t cursor = 0, pos = 0;
-        while (pos < text.size()) {
-            const AddedToken* hit = nullptr;
-            for (std::size_t idx : added_by_first_byte_[pass][static_cast<unsigned char>(text[pos])]) {
-                const AddedToken& t = vocab_.added_tokens[idx];
-                if (t.content.size() <= text.size() - pos && text.compare(pos, t.content.size(), t.content) == 0) {
-                    hit = &t;
-                    break;
-                }
-            }
-            if (!hit) {
-                ++pos;
-                continue;
-            }
-            std::size_t b = pos, e = pos + hit->content.size();
-            if (hit->single_word && ((b > 0 && is_word_byte(text[b - 1])) || (e < text.size() && is_word_byte(text[e])))) {
-                pos = e;
-                continue;
-            }
-            if (hit->lstrip)
-                while (b > cursor && is_space_byte(text[b - 1])) --b;
-            if (hit->rstrip)
-                while (e < text.size() && is_space_byte(text[e])) ++e;
-            if (b > cursor) segs.push_back({cursor, b, std::nullopt});
-            segs.push_back({b, e, hit->id});
-            cursor = pos = e;
-        }
-        if (cursor < text.size()) segs.push_back({cursor, text.size(), std::nullopt});
-        return segs;
+        return split_at_added_tokens(text, vocab_.added_tokens, [&](unsigned char first) -> const auto& { return added_by_first_byte_[pass][first]; });
     }
 
     // The normalizer steps applied to one stretch of text between non-normalized added tokens.

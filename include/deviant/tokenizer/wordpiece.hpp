@@ -328,10 +328,7 @@ private:
     };
     using Vocab = std::unordered_map<std::string, TokenId, StringHash, std::equal_to<>>;
 
-    struct Segment {
-        std::size_t begin, end;            // byte range in the text it came from
-        std::optional<TokenId> added_id;   // an added token's match
-    };
+    using Segment = AddedTokenSegment;
 
     void build() {
         DEVIANT_REQUIRE(!model_.id_to_token.empty(), "{}: the WordPiece vocabulary is empty", origin_);
@@ -492,49 +489,11 @@ private:
         }
     }
 
-    static bool is_word_byte(char c) {
-        const auto u = static_cast<unsigned char>(c);
-        return u >= 0x80 || (u >= '0' && u <= '9') || (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || c == '_';
-    }
-    static bool is_space_byte(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
-
     // Splits text into added-token matches (pass 0: not normalized, 1: normalized) and the rest.
     std::vector<Segment> split_added(std::string_view text, int pass) const {
-        std::vector<Segment> out;
         const auto& order = added_order_[pass];
-        if (order.empty()) {
-            out.push_back({0, text.size(), std::nullopt});
-            return out;
-        }
-        std::size_t cursor = 0, pos = 0;
-        while (pos < text.size()) {
-            const AddedToken* hit = nullptr;
-            for (std::size_t idx : order) {
-                const AddedToken& t = added_[idx];
-                if (t.content.size() <= text.size() - pos && text.compare(pos, t.content.size(), t.content) == 0) {
-                    hit = &t;
-                    break;
-                }
-            }
-            if (!hit) {
-                ++pos;
-                continue;
-            }
-            std::size_t b = pos, e = pos + hit->content.size();
-            if (hit->single_word && ((b > 0 && is_word_byte(text[b - 1])) || (e < text.size() && is_word_byte(text[e])))) {
-                pos = e;
-                continue;
-            }
-            if (hit->lstrip)
-                while (b > cursor && is_space_byte(text[b - 1])) --b;
-            if (hit->rstrip)
-                while (e < text.size() && is_space_byte(text[e])) ++e;
-            if (b > cursor) out.push_back({cursor, b, std::nullopt});
-            out.push_back({b, e, hit->id});
-            cursor = pos = e;
-        }
-        if (cursor < text.size()) out.push_back({cursor, text.size(), std::nullopt});
-        return out;
+        if (order.empty()) return {{0, text.size(), std::nullopt}};
+        return split_at_added_tokens(text, added_, [&](unsigned char) -> const auto& { return order; });
     }
 
     static void replace_all(std::string& s, std::string_view from, std::string_view to) {
