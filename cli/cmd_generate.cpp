@@ -1,5 +1,5 @@
 // `deviant generate`: k sampled completions per prompt (the evaluation protocol's sampling).
-//   deviant generate --model DIR [--adapters DIR] --tokenizer FILE --prompts FILE --output FILE
+//   deviant generate --model DIR [--adapters DIR ...] --tokenizer FILE --prompts FILE --output FILE
 //                    [--samples 4] [--temperature 1.0] [--top-p 0.95] [--top-k 50]
 //                    [--repetition-penalty 1.1] [--max-new-tokens 128] [--seed S]
 //                    [--chat-template|--no-chat-template] [--eos-token TEXT] [--batch-size N]
@@ -25,8 +25,8 @@ namespace {
 using namespace deviant;
 
 struct GenerateOptions {
-    std::string model, adapters, tokenizer, prompts, output, device = "cpu", eos_token, system_prompt;
-    std::vector<std::string> stop_strings;
+    std::string model, tokenizer, prompts, output, device = "cpu", eos_token, system_prompt;
+    std::vector<std::string> adapters, stop_strings;
     std::int64_t samples = 4;
     bool chat_template = true;
     SamplingOptions sampling;
@@ -88,17 +88,18 @@ int run_generate(Model& model, const GenerateOptions& o) {
         ids.push_back(std::move(t));
     }
 
-    nn::LoraAdapters adapters;
-    if (!o.adapters.empty()) adapters = nn::LoraAdapters::from_peft(model, o.adapters);
+    // Adapters are folded into the weights in the order given (an SFT adapter, then a DPO adapter
+    // trained on top of it).
+    for (const std::string& dir : o.adapters) nn::LoraAdapters::from_peft(model, dir).merge_into_base();
     if (o.device == "cuda") {
         cuda::require_available();
         model.to(Device::cuda);
-        if (adapters.attached()) adapters.to(Device::cuda);
     }
 
-    // A GGUF model on the CPU decodes from the file's quantized blocks (same values, fewer bytes per token).
+    // A GGUF model on the CPU decodes from the file's quantized blocks (same values, fewer bytes
+    // per token); not once adapters changed the weights.
     if constexpr (std::is_same_v<Model, Llama>)
-        if (o.device == "cpu" && io::is_gguf_file(o.model)) pack_for_decoding(model, io::GgufFile::open(o.model));
+        if (o.device == "cpu" && io::is_gguf_file(o.model) && o.adapters.empty()) pack_for_decoding(model, io::GgufFile::open(o.model));
 
     SamplingOptions s = o.sampling;
     s.stop_ids = stop_ids(tok, model.config, o);
@@ -136,7 +137,7 @@ int run_generate(Model& model, const GenerateOptions& o) {
 deviant::cli::Registration reg{{"generate", "Sample completions of prompts (temperature, top-k, top-p, repetition penalty)", [](CLI::App& app) {
     auto o = std::make_shared<GenerateOptions>();
     app.add_option("--model", o->model, "Checkpoint directory (config.json + safetensors)")->required();
-    app.add_option("--adapters", o->adapters, "LoRA adapter directory (PEFT layout) applied to the model");
+    app.add_option("--adapters", o->adapters, "LoRA adapter directory (PEFT layout) merged into the model (repeatable: applied in order)");
     app.add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the model's tokenizer.json, or the one a GGUF --model carries)");
     app.add_option("--prompts", o->prompts, "JSON Lines with field 'prompt'")->required();
     app.add_option("--output", o->output, "Output JSON Lines {prompt, samples}")->required();

@@ -30,6 +30,7 @@ deviant::cli::Registration reg{{"pairs", "Build weighted preference pairs from s
     sub.add_option("--spaces", args->opts.deviation.spaces, "Embedding spaces for weights and divpo, e.g. sem,sty (default: every space all responses have)")
         ->delimiter(',');
     sub.add_option("--floor", args->opts.deviation.floor, "Minimum weight w_min (0 = none)")->check(CLI::NonNegativeNumber);
+    sub.add_option("--max-prompts", args->opts.max_prompts, "Pairs of the first N prompts only (0 = all): a smaller run")->capture_default_str();
     sub.add_flag("--no-weights", args->no_weights, "Give every pair weight 1 (gap pairing then needs no embeddings)");
     return std::function<int()>([args] {
         args->opts.method = args->method == "divpo" ? deviant::data::PairMethod::divpo : deviant::data::PairMethod::gap;

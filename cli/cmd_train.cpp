@@ -33,10 +33,12 @@ struct TrainArgs {
     std::string config;
     // model
     std::string model, init_config, ref, ref_cache, tokenizer, device = "cpu", dtype = "float32";
+    std::vector<std::string> adapters;  // merged into the starting model, in order
     std::uint64_t seed = 0;
     // data
     std::string train, eval, format = "auto";
     bool no_chat_template = false, skip_bad_lines = false;
+    std::string system_prompt;
     std::int64_t max_length = 0, max_prompt_length = 0;
     // objective
     std::string objective = "dpo";
@@ -63,9 +65,9 @@ struct ConfigKey {
     const char* flag;
 };
 const ConfigKey config_keys[] = {
-    {"model.path", "--model"}, {"model.init_config", "--init-config"}, {"model.reference", "--ref"}, {"model.reference_cache", "--ref-cache"},
+    {"model.path", "--model"}, {"model.adapters", "--adapters"}, {"model.init_config", "--init-config"}, {"model.reference", "--ref"}, {"model.reference_cache", "--ref-cache"},
     {"model.tokenizer", "--tokenizer"}, {"model.device", "--device"}, {"model.dtype", "--dtype"}, {"model.seed", "--seed"},
-    {"data.train", "--train"}, {"data.eval", "--eval"}, {"data.format", "--format"}, {"data.chat_template", "--chat-template"},
+    {"data.train", "--train"}, {"data.eval", "--eval"}, {"data.format", "--format"}, {"data.chat_template", "--chat-template"}, {"data.system_prompt", "--system-prompt"},
     {"data.max_length", "--max-length"}, {"data.skip_bad_lines", "--skip-bad-lines"}, {"data.max_prompt_length", "--max-prompt-length"},
     {"objective.name", "--objective"}, {"objective.beta", "--beta"}, {"objective.lambda", "--lambda"}, {"objective.gamma", "--gamma"},
     {"objective.label_smoothing", "--label-smoothing"}, {"objective.nll_alpha", "--nll-alpha"},
@@ -207,6 +209,7 @@ std::vector<data::TokenPair> read_pairs(const TrainArgs& a, const std::string& f
     BpeTokenizer tok = load_tokenizer(tokenizer_path);
     data::TokenizeOptions topts;
     topts.use_chat_template = !a.no_chat_template;
+    topts.system_prompt = a.system_prompt;
     if (topts.use_chat_template) topts.chat_template = find_chat_template(tokenizer_path);  // the model's own, when it ships one
     auto pairs = data::tokenize_pairs(tok, text, topts);
     for (std::size_t i = 0; i < pairs.size(); ++i)
@@ -249,6 +252,10 @@ int run_training(Model& policy, const TrainArgs& a, const io::ModelConfig& confi
     o.objective_options.ipo_average = !a.ipo_summed;
     if (a.dorpo_released_code) o.objective_options.dorpo_placement = losses::WeightPlacement::released_code;
     AnyObjective probe = make_objective(a.objective, o.objective_options);
+
+    // Earlier runs' adapters (an SFT adapter before DPO) become part of the starting model, and so
+    // of the reference.
+    for (const std::string& dir : a.adapters) nn::LoraAdapters::from_peft(policy, dir).merge_into_base();
 
     // LoRA: adapters train, the frozen base is the reference.
     nn::LoraAdapters adapters;
@@ -400,6 +407,7 @@ deviant::cli::Registration reg{{"train", "Train a checkpoint with a preference o
     app.add_option("--config", a->config, "TOML file with [model], [data], [objective], [training], [output], [lora] sections");
     app.add_option("--model", a->model, "Checkpoint directory to start from (config.json + safetensors)");
     app.add_option("--init-config", a->init_config, "config.json of a freshly initialised model (instead of --model)");
+    app.add_option("--adapters", a->adapters, "LoRA adapter directory (PEFT) merged into --model before training (repeatable, in order)");
     app.add_option("--ref", a->ref, "Reference checkpoint (default: adapters off with --lora, else the initial policy)");
     app.add_option("--ref-cache", a->ref_cache, "Folder caching reference log-probs by data and model hash");
     app.add_option("--tokenizer", a->tokenizer, "tokenizer.json (or a GGUF file) for text pairs (default: the model's)");
@@ -410,6 +418,7 @@ deviant::cli::Registration reg{{"train", "Train a checkpoint with a preference o
     app.add_option("--eval", a->eval, "Held-out pairs, evaluated every --eval-every steps and at the end");
     app.add_option("--format", a->format, "auto, tokens or text");
     app.add_flag("--chat-template,!--no-chat-template", [a](std::int64_t n) { a->no_chat_template = n < 0; }, "Format prompts with the chat template (default on)");
+    app.add_option("--system-prompt", a->system_prompt, "A system turn before each prompt (with the chat template; as generate's)");
     app.add_flag("--skip-bad-lines", a->skip_bad_lines, "Skip malformed data lines (counted and listed) instead of stopping");
     app.add_option("--max-length", a->max_length, "Truncate prompt+completion to this many tokens");
     app.add_option("--max-prompt-length", a->max_prompt_length, "Truncate prompts (keeping their end)");

@@ -172,6 +172,9 @@ public:
             Node& n = node(i);
             if (grads_[n.out].defined()) n.backward(*this, n);
             n.saved = {};  // free activations as soon as possible
+            // an op output's gradient has reached its inputs: release it (about half of a step's
+            // peak memory); leaves (and so parameters) and the seeded output keep theirs
+            if (n.out != out.id) grads_[n.out] = Tensor{};
         }
         for (std::int32_t id : param_ids_) {
             Parameter* p = params_[id];
@@ -182,7 +185,7 @@ public:
         clear_graph();
     }
 
-    // Drops nodes and saved tensors but keeps values and non-parameter gradients readable.
+    // Drops nodes and saved tensors but keeps values and leaf gradients readable.
     void clear_graph() {
         for (std::size_t i = 0; i < n_nodes_; ++i) node(i) = Node{};
         n_nodes_ = 0;

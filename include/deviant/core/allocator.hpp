@@ -12,6 +12,7 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -130,7 +131,7 @@ public:
 #if defined(__GLIBC__)
             static const bool heap_tuned = [] {
                 mallopt(M_MMAP_THRESHOLD, 256 << 20);
-                mallopt(M_TRIM_THRESHOLD, 512 << 20);
+                mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
                 return true;
             }();
             (void)heap_tuned;

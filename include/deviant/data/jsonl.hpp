@@ -45,7 +45,7 @@ public:
             check_depth(text);
             try {
                 line.value = json::parse(text);
-            } catch (const json::parse_error& e) {
+            } catch (const json::exception& e) {  // syntax, and numbers beyond double (1e999)
                 fail("{}:{}: invalid JSON: {}", path_.string(), number_, clean_message(e.what()));
             }
             return true;
@@ -62,6 +62,12 @@ public:
     // Deepest nesting of arrays and objects a line may have: far beyond any real record, well
     // below what recursive copying and printing of the parsed value can survive.
     static constexpr int max_depth = 256;
+
+    // nlohmann messages start with "[json.exception.parse_error.101] "; keep the readable rest.
+    static std::string clean_message(std::string m) {
+        if (auto p = m.find("] "); m.rfind("[json.exception.", 0) == 0 && p != std::string::npos) m.erase(0, p + 2);
+        return m;
+    }
 
 private:
     // Counts [ and { outside strings; a line nested deeper than max_depth is an error before it
@@ -84,12 +90,6 @@ private:
         }
     }
 
-    // nlohmann messages start with "[json.exception.parse_error.101] "; keep the readable rest.
-    static std::string clean_message(std::string m) {
-        if (auto p = m.find("] "); m.rfind("[json.exception.", 0) == 0 && p != std::string::npos) m.erase(0, p + 2);
-        return m;
-    }
-
     std::filesystem::path path_;
     std::ifstream in_;
     std::size_t number_ = 0;
@@ -106,7 +106,7 @@ inline void for_each_json_line(const std::filesystem::path& path, const std::fun
         } catch (const Error& e) {
             fail("{}: {}", reader.where(line), e.what());
         } catch (const json::exception& e) {
-            fail("{}: {}", reader.where(line), e.what());
+            fail("{}: {}", reader.where(line), JsonLinesReader::clean_message(e.what()));
         }
     }
 }

@@ -96,6 +96,7 @@ struct PairsOptions {
     std::size_t n_max = 4;           // divpo: at most n_max/2 pairs per prompt
     std::uint64_t seed = 0;          // each prompt draws from derive_seed(seed, its record index)
     bool weights = true;             // false: every pair weighs 1 (no embeddings needed for gap)
+    std::size_t max_prompts = 0;     // only the first N prompts of the file (0 = all): a smaller run
     deviation::DeviationOptions deviation;
 };
 
@@ -138,6 +139,7 @@ inline std::size_t pairs_file(const std::filesystem::path& input, const std::fil
     std::uint64_t index = 0;
     std::size_t count = 0;
     for_each_json_line(input, [&](JsonLine& line) {
+        if (opts.max_prompts > 0 && index >= opts.max_prompts) return;
         for (const json& p : make_pairs(line.value, opts, index)) {
             out.write_line(p);
             ++count;

@@ -185,11 +185,13 @@ struct SampleGroup {
     std::string prompt;
     std::vector<std::string> samples;
     std::map<std::string, std::vector<std::vector<double>>> embeddings;  // name -> one vector per sample
+    std::vector<double> rewards;  // a reward model's score per sample (`deviant reward score`); empty when not scored
 };
 
 // Every metric above over `groups`, in a fixed order: cosine_distance_<name> for each of
 // `embedding_names` (every group must carry them, one per sample), compression_ratio,
-// compression_ratio_corpus, distinct_1..4, ngram_diversity, homogenization.
+// compression_ratio_corpus, distinct_1..4, ngram_diversity, homogenization; and reward (mean
+// per prompt) when every group carries rewards.
 inline std::vector<MetricSummary> diversity_report(const std::vector<SampleGroup>& groups, const std::vector<std::string>& embedding_names) {
     std::vector<MetricSummary> out;
     for (const std::string& name : embedding_names) {
@@ -229,6 +231,16 @@ inline std::vector<MetricSummary> diversity_report(const std::vector<SampleGroup
     for (int n = 1; n <= 4; ++n) out.push_back(summarize("distinct_" + std::to_string(n), distinct[std::size_t(n - 1)]));
     out.push_back(summarize("ngram_diversity", ngd));
     out.push_back(summarize("homogenization", homog));
+    // quality: each prompt's mean reward, when every group was scored
+    if (!groups.empty() && std::all_of(groups.begin(), groups.end(), [](const SampleGroup& g) { return !g.rewards.empty(); })) {
+        std::vector<double> r;
+        for (const SampleGroup& g : groups) {
+            double sum = 0;
+            for (double v : g.rewards) sum += v;
+            r.push_back(sum / double(g.rewards.size()));
+        }
+        out.push_back(summarize("reward", r));
+    }
     return out;
 }
 

@@ -4,6 +4,7 @@
 // "embeddings" is optional (added by an embedder); each named list holds one vector per sample,
 // all of one length. Reading checks every field and fails with "FILE:LINE: field ...".
 #pragma once
+#include <cmath>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -58,6 +59,15 @@ inline std::vector<SampleGroup> read_sample_groups(const std::filesystem::path& 
             DEVIANT_REQUIRE(e.is_object(), "field 'embeddings' must be an object of named vector lists");
             for (const auto& [name, v] : e.items()) g.embeddings[name] = detail::parse_embedding_list(v, "embeddings." + name, g.samples.size());
         }
+        if (j.contains("rewards")) {
+            const auto& r = j["rewards"];
+            DEVIANT_REQUIRE(r.is_array() && r.size() == g.samples.size(), "field 'rewards' must be a list of {} numbers (one per sample)",
+                            g.samples.size());
+            for (std::size_t i = 0; i < r.size(); ++i) {
+                DEVIANT_REQUIRE(r[i].is_number() && std::isfinite(r[i].get<double>()), "field 'rewards[{}]' must be a finite number", i);
+                g.rewards.push_back(r[i].get<double>());
+            }
+        }
         for (const std::string& name : required_embeddings)
             DEVIANT_REQUIRE(g.embeddings.count(name), "missing field 'embeddings.{}'", name);
         if (!groups.empty())
@@ -79,6 +89,7 @@ inline data::json sample_group_json(const SampleGroup& g) {
         for (const auto& [name, v] : g.embeddings) e[name] = v;
         j["embeddings"] = e;
     }
+    if (!g.rewards.empty()) j["rewards"] = g.rewards;
     return j;
 }
 

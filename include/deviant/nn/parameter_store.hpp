@@ -48,6 +48,16 @@ public:
         params_.emplace_back(name, std::move(value));
         return params_.back();
     }
+    // A parameter that the checkpoint may lack (a new head on a pretrained body): `value` is the
+    // checkpoint's tensor or a fresh one from fresh(); the name must be new.
+    Parameter& add(const std::string& name, Tensor value) {
+        DEVIANT_REQUIRE(!index_.count(name), "parameter {} already exists", name);
+        index_[name] = params_.size();
+        params_.emplace_back(name, value.to(Device::cpu, dtype_, /*force_copy=*/true));
+        return params_.back();
+    }
+    // A freshly initialised tensor of `shape` from this store's generator and dtype.
+    Tensor fresh(const Shape& shape, Init init = Init::normal) { return initial(shape, init); }
     bool contains(const std::string& name) const { return index_.count(name) > 0; }
     Parameter& at(const std::string& name) {
         auto it = index_.find(name);
