@@ -13,6 +13,7 @@
 #include "deviant/models/load.hpp"
 #include "deviant/objectives/registry.hpp"
 #include "deviant/train/pair_rows.hpp"
+#include "deviant/train/truncation.hpp"
 
 namespace {
 
@@ -25,7 +26,7 @@ struct ScoreOptions {
     double beta = -1;
     bool grad_norms = false;
     bool ipo_summed = false;
-    std::int64_t batch_size = 0;
+    std::int64_t batch_size = 8;
 };
 
 template <class Policy>
@@ -37,12 +38,13 @@ int score(Policy& policy, const ScoreOptions& o) {
         policy.to(device);
     }
     auto pairs = data::read_token_pairs(o.pairs, policy.config.vocab_size);
+    require_within_context(pairs, policy.config.max_position_embeddings, o.pairs);
     ObjectiveOptions oo = o.objective_options;
     if (o.beta > 0) oo.beta = o.beta;
     if (o.ipo_summed) oo.ipo_average = false;
     AnyObjective objective = make_objective(o.objective, oo);
     std::int64_t B = std::int64_t(pairs.size());
-    std::int64_t chunk = o.batch_size > 0 ? o.batch_size : B;
+    std::int64_t chunk = o.batch_size > 0 ? o.batch_size : B;  // a bounded batch: memory does not grow with the file
 
     // Reference log-probs: the --ref model, or (as TRL does without a reference model) the policy itself.
     std::vector<std::pair<Tensor, Tensor>> refs;
@@ -132,7 +134,7 @@ deviant::cli::Registration reg{{"score", "Log-probs, loss and gradient norms of 
     app.add_flag("--grad-norms", o->grad_norms, "Report per-parameter gradient norms");
     app.add_option("--device", o->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
     app.add_option("--dtype", o->dtype, cli::model_dtype_help)->capture_default_str();
-    app.add_option("--batch-size", o->batch_size, "Pairs per forward pass (default: all)");
+    app.add_option("--batch-size", o->batch_size, "Pairs per forward pass (0: all at once)")->capture_default_str()->check(CLI::NonNegativeNumber);
     return std::function<int()>([o] {
         return with_pretrained(o->model, [&](auto& policy) { return score(policy, *o); }, cli::model_dtype(o->dtype));
     });

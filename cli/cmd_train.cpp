@@ -235,6 +235,7 @@ int run_training(Model& policy, const TrainArgs& a, const io::ModelConfig& confi
         auto pairs = read_pairs(a, file, config.vocab_size, tok_path);
         TruncationReport report;
         pairs = truncate_pairs(pairs, trunc, &report);
+        require_within_context(pairs, config.max_position_embeddings, file);
         return pairs;
     };
     std::vector<data::TokenPair> train_pairs = load(a.train), eval_pairs;
@@ -339,11 +340,28 @@ int run_training(Model& policy, const TrainArgs& a, const io::ModelConfig& confi
             w = trainer.trainable_tensors();
         return w;
     };
+    if (!out.empty()) {
+        for (const fs::path& p : train::remove_stale_temporaries(out))
+            fmt::print(stderr, "removed {} (a checkpoint save that never finished)\n", p.string());
+    }
     if (!out.empty() && a.resume != "none") {
         std::optional<fs::path> from = a.resume == "auto" ? train::latest_checkpoint(out) : std::optional<fs::path>(a.resume);
         if (from) {
             trainer.resume(train::load_checkpoint(*from));
             fmt::print(stderr, "resuming from {} at step {}\n", from->string(), trainer.step());
+            // metrics written after that checkpoint (before the run stopped) are about to be
+            // recomputed: drop them so that every step appears once
+            if (fs::exists(o.metrics_file)) {
+                std::vector<std::string> keep;
+                std::ifstream in(o.metrics_file);
+                for (std::string l; std::getline(in, l);) {
+                    json j = json::parse(l, nullptr, /*allow_exceptions=*/false);  // a line cut by the kill is dropped
+                    if (j.is_object() && j.value("step", std::int64_t(0)) <= trainer.step()) keep.push_back(l);
+                }
+                data::AtomicTextFile f(o.metrics_file);
+                for (const std::string& l : keep) f.stream() << l << "\n";
+                f.commit();
+            }
         }
     }
     fmt::print(stderr, "training {} parameters ({}) with {} on {} pairs: {} steps\n", [&] {

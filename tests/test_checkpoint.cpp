@@ -124,7 +124,7 @@ BOOST_AUTO_TEST_CASE(latest_and_keep_last) {
     BOOST_TEST(!train::latest_checkpoint(out.path / "missing").has_value());
     for (std::int64_t s : {5, 20, 10, 100}) train::save_checkpoint(out.path, sample(s));
     // A leftover temporary directory of a higher step, an incomplete final-named directory and
-    // an unrelated name must all be ignored.
+    // an unrelated name must all be ignored by the listing.
     fs::create_directories(out.path / ".checkpoint-500.tmp-99999");
     {
         std::ofstream(out.path / ".checkpoint-500.tmp-99999" / "trainer_state.json") << "{}";
@@ -136,8 +136,13 @@ BOOST_AUTO_TEST_CASE(latest_and_keep_last) {
     BOOST_TEST_REQUIRE(all.size() == 4u);
     BOOST_TEST(all[1].first == 10);  // numeric order, not text order
 
+    // a save in progress by a live process (here the parent) is left alone
+    const fs::path live = out.path / (".checkpoint-600.tmp-" + std::to_string(::getppid()));
+    fs::create_directories(live);
     auto removed = train::keep_last(out.path, 2);
-    BOOST_TEST(removed.size() == 2u);
+    BOOST_TEST(removed.size() == 3u);  // two old checkpoints and the dead process's temporary
+    BOOST_TEST(!fs::exists(out.path / ".checkpoint-500.tmp-99999"));
+    BOOST_TEST(fs::exists(live));
     BOOST_TEST(!fs::exists(out.path / "checkpoint-5"));
     BOOST_TEST(!fs::exists(out.path / "checkpoint-10"));
     BOOST_TEST(fs::exists(out.path / "checkpoint-20"));

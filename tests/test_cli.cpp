@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -417,4 +418,113 @@ BOOST_AUTO_TEST_CASE(command_line_errors_exit_one) {
         }
     }
     BOOST_TEST(run("pairs --help").status == 0);
+}
+
+// Resuming continues only the same run: another objective, its settings, data or batch geometry
+// is refused naming the difference; temporaries of a killed save are removed; metrics written
+// after the checkpoint resumed from are replaced, so each step appears once.
+BOOST_AUTO_TEST_CASE(resume_checks_the_run_and_cleans_up) {
+    namespace fs = std::filesystem;
+    const std::string m = data + "/models/";
+    const fs::path out = fs::temp_directory_path() / ("deviant_cli_resume_" + std::to_string(::getpid()));
+    fs::remove_all(out);
+    const std::string base = "train --model " + m + "llama --lr 1e-3 --save-every 2 --quiet --output " + out.string();
+    const std::string same = " --train " + m + "pairs.jsonl --batch-size 2";
+    Run first = run(base + same + " --objective ddpo --max-steps 3");
+    BOOST_TEST_INFO(first.err);
+    BOOST_REQUIRE_EQUAL(first.status, 0);
+    BOOST_REQUIRE(fs::exists(out / "checkpoint-2"));
+    const std::string ckpt = slurp(out / "checkpoint-2" / "model.safetensors");
+    const std::string all_pairs = slurp(m + "pairs.jsonl");
+    const std::string fewer_pairs = write_temp("deviant_resume_pairs.jsonl", all_pairs.substr(0, all_pairs.rfind('\n', all_pairs.size() - 2) + 1));
+    for (const auto& [flags, what] : std::vector<std::pair<std::string, std::string>>{
+             {same + " --objective sft --max-steps 3", "its objective is \"ddpo\""},
+             {same + " --objective ddpo --beta 0.3 --max-steps 3", "objective_settings"},
+             {" --train " + m + "pairs.jsonl --batch-size 1 --objective ddpo --max-steps 3", "batch_size"},
+             {" --train " + fewer_pairs + " --batch-size 2 --objective ddpo --max-steps 3", "data_hash"}}) {
+        Run r = run(base + flags);
+        BOOST_TEST(r.status == 1, flags);
+        BOOST_TEST(r.err.find("belongs to another run") != std::string::npos, flags << ": " << r.err);
+        BOOST_TEST(r.err.find(what) != std::string::npos, flags << ": " << r.err);
+        BOOST_TEST(std::count(r.err.begin(), r.err.end(), '\n') == 1, r.err);
+    }
+    BOOST_TEST(slurp(out / "checkpoint-2" / "model.safetensors") == ckpt);
+    // a killed save's temporary (its process is gone) is removed; metrics: one line per step
+    fs::create_directories(out / ".checkpoint-4.tmp-999999999");
+    std::ofstream(out / ".checkpoint-4.tmp-999999999" / "model.safetensors") << "half";
+    Run again = run(base + same + " --objective ddpo --max-steps 3");
+    BOOST_TEST_INFO(again.err);
+    BOOST_REQUIRE_EQUAL(again.status, 0);
+    BOOST_TEST(again.err.find("resuming from") != std::string::npos, again.err);
+    BOOST_TEST(!fs::exists(out / ".checkpoint-4.tmp-999999999"));
+    std::map<std::int64_t, int> steps;
+    std::ifstream metrics(out / "metrics.jsonl");
+    for (std::string l; std::getline(metrics, l);) {
+        const json j = json::parse(l);
+        if (j.contains("loss")) ++steps[j["step"].get<std::int64_t>()];
+    }
+    BOOST_TEST(steps.size() == 3u);
+    for (auto& [s, n] : steps) BOOST_TEST(n == 1, "step " << s << " appears " << n << " times");
+    fs::remove_all(out);
+}
+
+// Weights the config does not describe, sequences longer than the model's positions and NaN
+// weights each stop with one line naming the cause; a tokenizer.json giving two tokens one id is
+// refused.
+BOOST_AUTO_TEST_CASE(mismatched_weights_long_sequences_and_nan_logits_are_refused) {
+    namespace fs = std::filesystem;
+    const std::string m = data + "/models/";
+    const fs::path dir = fs::temp_directory_path() / ("deviant_cli_guards_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir / "one_layer");
+    // the checkpoint has 2 layers, its config now says 1
+    fs::copy_file(m + "llama/model.safetensors", dir / "one_layer" / "model.safetensors");
+    json cfg = json::parse(slurp(m + "llama/config.json"));
+    cfg["num_hidden_layers"] = 1;
+    std::ofstream(dir / "one_layer" / "config.json") << cfg.dump();
+    Run layers = run("score --model " + (dir / "one_layer").string() + " --pairs " + m + "pairs.jsonl --objective sft");
+    BOOST_TEST(layers.status == 1);
+    BOOST_TEST(layers.err.find("does not describe, e.g. model.layers.1.") != std::string::npos, layers.err);
+    BOOST_TEST(std::count(layers.err.begin(), layers.err.end(), '\n') == 1, layers.err);
+
+    // a pair longer than the model's 128 positions: refused before any forward pass
+    std::string long_prompt = "[";
+    for (int i = 0; i < 130; ++i) long_prompt += (i ? "," : "") + std::to_string(3 + i % 50);
+    long_prompt += "]";
+    const std::string longer = write_temp("deviant_long_pairs.jsonl", slurp(m + "pairs.jsonl") + "{\"prompt_ids\": " + long_prompt +
+                                                                          ", \"chosen_ids\": [4], \"rejected_ids\": [5]}\n");
+    for (const std::string& cmd : {"score --model " + m + "llama --pairs " + longer + " --objective sft",
+                                   "train --model " + m + "llama --train " + longer + " --objective dpo --max-steps 1 --quiet --output " +
+                                       (dir / "t").string()}) {
+        Run r = run(cmd);
+        BOOST_TEST(r.status == 1, cmd);
+        BOOST_TEST(r.err.find(longer + ": pair 6 has 131 tokens") != std::string::npos, r.err);
+        BOOST_TEST(r.err.find("--max-length 128") != std::string::npos, r.err);
+    }
+    BOOST_TEST(!fs::exists(dir / "t" / "final"));
+
+    // NaN weights: greedy decoding stops instead of writing empty samples
+    fs::create_directories(dir / "nan");
+    fs::copy_file(data + "/generate/llama_756/config.json", dir / "nan" / "config.json");
+    std::string weights = slurp(data + "/generate/llama_756/model.safetensors");
+    for (std::size_t i = weights.size() * 3 / 4; i < weights.size(); ++i) weights[i] = char(0xFF);
+    std::ofstream(dir / "nan" / "model.safetensors", std::ios::binary) << weights;
+    const std::string prompts = write_temp("deviant_nan_prompts.jsonl", "{\"prompt\": \"Hello there\"}\n");
+    Run nan = run("generate --model " + (dir / "nan").string() + " --tokenizer " + data + "/tokenizers/fallback_style.json --prompts " + prompts +
+                  " --output " + (dir / "samples.jsonl").string() + " --temperature 0 --max-new-tokens 4");
+    BOOST_TEST(nan.status == 1);
+    BOOST_TEST(nan.err.find("non-finite logit") != std::string::npos, nan.err);
+    BOOST_TEST(!fs::exists(dir / "samples.jsonl"));
+
+    // a tokenizer.json whose vocabulary gives two tokens one id
+    json tok = json::parse(slurp(data + "/tokenizers/fallback_style.json"));
+    auto& vocab = tok["model"]["vocab"];
+    const std::string first = vocab.begin().key();
+    vocab["zz-duplicate"] = vocab[first];
+    const std::string dup = write_temp("deviant_dup_tokenizer.json", tok.dump());
+    const std::string texts = write_temp("deviant_dup_texts.jsonl", "{\"text\": \"Hello there\"}\n");
+    Run d = run("tokenize --model " + m + "llama --tokenizer " + dup + " --input " + texts + " --output " + (dir / "ids.jsonl").string());
+    BOOST_TEST(d.status == 1);
+    BOOST_TEST(d.err.find("is also the id of token") != std::string::npos, d.err);
+    fs::remove_all(dir);
 }

@@ -191,6 +191,12 @@ inline std::int64_t argmax_token(std::span<const double> logits) {
 // The next token for a row: processors, then arg-max (temperature 0) or a draw.
 inline std::int64_t next_token(std::vector<double> logits, std::span<const std::int64_t> context, const SamplingOptions& o,
                                std::mt19937_64& rng) {
+    // NaN logits (non-finite weights, an overflow) would make arg-max pick token 0 and sampling
+    // write empty or garbage samples: stop instead
+    for (std::size_t v = 0; v < logits.size(); ++v)
+        DEVIANT_REQUIRE(!std::isnan(logits[v]) && logits[v] != std::numeric_limits<double>::infinity(),
+                        "the model gave a non-finite logit ({}) for token {} after {} context tokens (non-finite weights?); nothing written",
+                        logits[v], v, context.size());
     process_logits(logits, context, o);
     if (o.temperature == 0) return argmax_token(logits);
     return sample_token(softmax_probs(logits), rng);

@@ -3,7 +3,10 @@
 // file of the llama architecture (dequantized), then handing the typed model to a generic
 // callable:  with_pretrained(dir_or_gguf, [](auto& model) { ... }).
 #pragma once
+#include <algorithm>
+#include <functional>
 #include <memory>
+#include <set>
 
 #include "deviant/io/gguf.hpp"
 #include "deviant/io/hf_config.hpp"
@@ -13,16 +16,40 @@
 namespace deviant {
 
 // Reads tensors from a checkpoint; GPT-2 checkpoints saved without the "transformer." prefix
-// (the original release) are found under either spelling.
-inline ParameterSource checkpoint_source(const std::filesystem::path& dir) {
+// (the original release) are found under either spelling. With `read`, the names read are
+// recorded (see require_every_tensor_read).
+inline ParameterSource checkpoint_source(const std::filesystem::path& dir, std::shared_ptr<std::set<std::string>> read = nullptr) {
     auto reader = std::make_shared<io::CheckpointReader>(io::CheckpointReader::open(dir));
-    return [reader](const std::string& name) -> std::optional<Tensor> {
-        if (reader->contains(name)) return reader->load(name, DType::f32);
+    return [reader, read](const std::string& name) -> std::optional<Tensor> {
+        std::string stored = name;
         const std::string prefix = "transformer.";
-        if (name.rfind(prefix, 0) == 0 && reader->contains(name.substr(prefix.size())))
-            return reader->load(name.substr(prefix.size()), DType::f32);
-        return std::nullopt;
+        if (!reader->contains(stored) && name.rfind(prefix, 0) == 0 && reader->contains(name.substr(prefix.size())))
+            stored = name.substr(prefix.size());
+        if (!reader->contains(stored)) return std::nullopt;
+        if (read) read->insert(stored);
+        return reader->load(stored, DType::f32);
     };
+}
+
+// A checkpoint whose weights the config does not account for (more layers than
+// num_hidden_layers, another architecture's tensors) is refused rather than loaded in part.
+// Tensors no model reads are allowed: rotary inverse frequencies, an LM head or a score head the
+// loaded kind of model has no use for (`ignorable`).
+inline void require_every_tensor_read(const std::filesystem::path& dir, const io::ModelConfig& cfg, const std::set<std::string>& read,
+                                      const std::function<bool(const std::string&)>& ignorable = {}) {
+    const io::CheckpointReader reader = io::CheckpointReader::open(dir);
+    std::vector<std::string> unused;
+    for (const std::string& name : reader.names()) {
+        if (read.count(name) || name.ends_with("rotary_emb.inv_freq") || name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias"))
+            continue;
+        if (ignorable && ignorable(name)) continue;
+        unused.push_back(name);
+    }
+    if (unused.empty()) return;
+    std::sort(unused.begin(), unused.end());
+    fail("{}: the checkpoint holds {} tensor(s) its config.json ({} layers, model type {}) does not describe, e.g. {}; the config and the "
+         "weights do not belong together",
+         dir.string(), unused.size(), cfg.num_hidden_layers, cfg.model_type, unused.front());
 }
 
 // Reads Hugging Face-named tensors from a llama- or qwen2-architecture GGUF file: renamed,
@@ -151,11 +178,16 @@ decltype(auto) with_pretrained(const std::filesystem::path& dir, F&& f, DType dt
     DEVIANT_REQUIRE(std::filesystem::is_directory(dir, ec), "{}: not a model: give a checkpoint directory (config.json + safetensors) or a GGUF file",
                     dir.string());
     io::ModelConfig cfg = io::load_model_config(dir);
+    auto read = std::make_shared<std::set<std::string>>();
+    // a tied model never reads lm_head; a reward checkpoint's score head is not a language model's
+    auto ignorable = [](const std::string& n) { return n == "lm_head.weight" || n == "score.weight"; };
     if (cfg.family == io::ModelFamily::gpt2) {
-        auto m = std::make_unique<Gpt2>(cfg, checkpoint_source(dir), 0, dtype);
+        auto m = std::make_unique<Gpt2>(cfg, checkpoint_source(dir, read), 0, dtype);
+        require_every_tensor_read(dir, cfg, *read, ignorable);
         return f(*m);
     }
-    auto m = std::make_unique<Llama>(cfg, checkpoint_source(dir), 0, dtype);
+    auto m = std::make_unique<Llama>(cfg, checkpoint_source(dir, read), 0, dtype);
+    require_every_tensor_read(dir, cfg, *read, ignorable);
     return f(*m);
 }
 

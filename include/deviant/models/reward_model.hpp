@@ -101,12 +101,16 @@ decltype(auto) with_reward_model(const std::filesystem::path& path, F&& f, std::
     std::error_code ec;
     DEVIANT_REQUIRE(std::filesystem::is_directory(path, ec), "{}: no such model directory or GGUF file", path.string());
     io::ModelConfig cfg = io::load_model_config(path);
-    ParameterSource src = checkpoint_source(path);
+    auto read = std::make_shared<std::set<std::string>>();
+    ParameterSource src = checkpoint_source(path, read);
+    auto ignorable = [](const std::string& n) { return n == "lm_head.weight"; };  // a language model's head, unused here
     if (cfg.family == io::ModelFamily::gpt2) {
         auto m = std::make_unique<Gpt2RewardModel>(cfg, src, seed, dtype);
+        require_every_tensor_read(path, cfg, *read, ignorable);
         return f(*m);
     }
     auto m = std::make_unique<LlamaRewardModel>(cfg, src, seed, dtype);
+    require_every_tensor_read(path, cfg, *read, ignorable);
     return f(*m);
 }
 

@@ -1094,7 +1094,13 @@ inline BpeTokenizer BpeTokenizer::from_json(const nlohmann::json& j, const std::
     }
     const auto& vocab = cx.member(model, "vocab", "model");
     if (!vocab.is_object()) cx.error("model.vocab", "expected an object {token: id}");
-    for (auto it = vocab.begin(); it != vocab.end(); ++it) v.add_token(it.key(), cx.id(it.value(), "model.vocab." + it.key()));
+    std::unordered_map<std::int64_t, std::string> owner;  // two tokens with one id would decode ambiguously
+    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+        const auto id = cx.id(it.value(), "model.vocab." + it.key());
+        if (auto [o, fresh] = owner.emplace(std::int64_t(id), it.key()); !fresh)
+            cx.error("model.vocab." + it.key(), fmt::format("id {} is also the id of token '{}'", std::int64_t(id), o->second));
+        v.add_token(it.key(), id);
+    }
 
     const auto& merges = cx.member(model, "merges", "model");
     if (!merges.is_array()) cx.error("model.merges", "expected an array");

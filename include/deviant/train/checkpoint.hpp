@@ -14,7 +14,11 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/syscall.h>
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
 
 #include <charconv>
 #include <filesystem>
@@ -248,13 +252,38 @@ inline std::optional<std::filesystem::path> latest_checkpoint(const std::filesys
     return all.back().second;
 }
 
+// Removes temporary checkpoint folders (".checkpoint-N.tmp-PID") left by processes that no
+// longer run (a save killed half way); another live process's save in progress is left alone.
+// Returns the folders removed.
+inline std::vector<std::filesystem::path> remove_stale_temporaries(const std::filesystem::path& out) {
+    namespace fs = std::filesystem;
+    std::vector<fs::path> removed;
+    std::error_code ec;
+    if (!fs::is_directory(out, ec)) return removed;
+    for (const auto& entry : fs::directory_iterator(out, ec)) {
+        const std::string name = entry.path().filename().string();
+        if (name.rfind(".checkpoint-", 0) != 0) continue;
+        const auto tmp = name.rfind(".tmp-");
+        if (tmp == std::string::npos) continue;
+        char* end = nullptr;
+        const long pid = std::strtol(name.c_str() + tmp + 5, &end, 10);
+        if (pid <= 0 || *end != '\0') continue;
+        if (pid != long(::getpid()) && ::kill(pid_t(pid), 0) == 0) continue;  // its writer still runs
+        if (pid != long(::getpid()) && errno != ESRCH) continue;              // cannot tell: keep it
+        fs::remove_all(entry.path(), ec);
+        if (!ec) removed.push_back(entry.path());
+    }
+    return removed;
+}
+
 // Deletes all but the `k` newest complete checkpoints (k >= 1: the newest always stays).
-// Directories that are not complete checkpoints are left alone. Returns the directories removed.
+// Directories that are not complete checkpoints are left alone, except temporaries of dead
+// processes (remove_stale_temporaries). Returns the directories removed.
 inline std::vector<std::filesystem::path> keep_last(const std::filesystem::path& out, std::size_t k) {
     namespace fs = std::filesystem;
     DEVIANT_REQUIRE(k >= 1, "keep_last: k must be at least 1 (the newest checkpoint is never deleted)");
     auto all = list_checkpoints(out);
-    std::vector<fs::path> removed;
+    std::vector<fs::path> removed = remove_stale_temporaries(out);
     for (std::size_t i = 0; i + k < all.size(); ++i) {
         std::error_code ec;
         fs::remove_all(all[i].second, ec);

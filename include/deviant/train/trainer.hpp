@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "deviant/core/content_hash.hpp"
 #include "deviant/data/pairs.hpp"
 #include "deviant/objectives/registry.hpp"
 #include "deviant/optim/adamw.hpp"
@@ -119,16 +120,26 @@ public:
         c.set_rng(std::mt19937_64(data::derive_seed(opt_.seed, std::uint64_t(epoch_))));
         c.model = std::move(weights);
         c.optimizer = adamw_.state_tensors();
-        c.extra = {{"seed", opt_.seed}, {"objective", opt_.objective}, {"total_steps", total_steps()}};
+        c.extra = {{"seed", opt_.seed}, {"total_steps", total_steps()}};
+        const nlohmann::json fingerprint = run_fingerprint();  // (items() of a temporary would dangle)
+        for (auto& [k, v] : fingerprint.items()) c.extra[k] = v;
         for (auto& [k, v] : last_metrics.items())
             if (v.is_number()) c.metrics[k] = v.template get<double>();
         return c;
     }
     // Continues from a checkpoint: copies its weights into `params` (by name, shapes checked),
     // restores the optimizer state and the data position. The next train() call resumes there.
+    // Refuses a checkpoint of a different run: another seed, objective (or its settings), data
+    // (token ids, weights, order), batch geometry or set of trainable tensors.
     void resume(const train::TrainingCheckpoint& c) {
         DEVIANT_REQUIRE(c.extra.value("seed", opt_.seed) == opt_.seed, "{}: checkpoint was trained with seed {}, this run uses {}",
                         c.dir.string(), c.extra.value("seed", opt_.seed), opt_.seed);
+        const nlohmann::json now = run_fingerprint();
+        for (auto& [k, v] : now.items()) {
+            if (!c.extra.contains(k)) continue;  // written before this field existed
+            DEVIANT_REQUIRE(c.extra[k] == v, "{}: checkpoint belongs to another run: its {} is {}, this run's is {} (use another --output or --resume none)",
+                            c.dir.string(), k, c.extra[k].dump(), v.dump());
+        }
         std::size_t matched = 0;
         for (const auto& [name, tensor] : c.model) {
             auto it = std::find_if(params_.begin(), params_.end(), [&](Parameter* p) { return p->name == name; });
@@ -145,6 +156,38 @@ public:
         offset_ = c.data_position;
         order_.clear();
     }
+    // What identifies this run for resuming: the objective and its settings, the training data
+    // (content hash of token ids, weights and order), the batch geometry and the trainable tensors.
+    nlohmann::json run_fingerprint() const {
+        ContentHash data;
+        data.add_string("deviant.training_pairs.v1");
+        data.add(std::uint64_t(train_.size()));
+        for (const auto& p : train_) {
+            for (const auto* ids : {&p.prompt, &p.chosen, &p.rejected}) {
+                data.add(std::uint64_t(ids->size()));
+                data.update(ids->data(), ids->size() * sizeof(std::int64_t));
+            }
+            data.add(p.weight);
+        }
+        ContentHash model;
+        for (const Parameter* p : params_) {
+            model.add_string(p->name);
+            for (std::int64_t d : p->value.shape()) model.add(d);
+        }
+        const ObjectiveOptions& oo = opt_.objective_options;
+        return {{"objective", opt_.objective},
+                {"objective_settings", fmt::format("beta={} lambda={} gamma={} label_smoothing={} nll_alpha={} orpo_prompt_nll={} ipo_average={} "
+                                                   "dorpo_placement={}",
+                                                   oo.beta ? *oo.beta : -1.0, oo.lambda, oo.gamma, oo.label_smoothing, oo.nll_alpha,
+                                                   oo.orpo_nll_includes_prompt, oo.ipo_average, int(oo.dorpo_placement))},
+                {"data_hash", ContentHash::hex(data.digest())},
+                {"pairs", train_.size()},
+                {"batch_size", opt_.batch_size},
+                {"grad_accumulation", opt_.grad_accumulation},
+                {"pack_tokens", opt_.pack_tokens},
+                {"trainable_hash", ContentHash::hex(model.digest())}};
+    }
+
     // The trainable parameters under their names (what a full-model checkpoint saves).
     train::NamedTensors trainable_tensors() const {
         train::NamedTensors out;

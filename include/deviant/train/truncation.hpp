@@ -9,7 +9,9 @@
 // loss would otherwise divide 0 by 0 or train on nothing). keep_end on a prompt that begins
 // with BOS drops the BOS, as TRL does; keep a BOS by leaving room (max_prompt_length) for it.
 #pragma once
+#include <algorithm>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "deviant/data/token_pairs.hpp"
@@ -88,6 +90,20 @@ inline std::vector<data::TokenPair> truncate_pairs(std::span<const data::TokenPa
     out.reserve(pairs.size());
     for (std::size_t i = 0; i < pairs.size(); ++i) out.push_back(truncate_pair(pairs[i], opts, i, report));
     return out;
+}
+
+// The context guard: every sequence (prompt + completion) must fit the model's positions. A pair
+// that does not is refused up front, naming it (1-based, in file order) and the flag that fixes it,
+// instead of running a long forward pass that rotary tables or learned positions cannot index.
+inline void require_within_context(std::span<const data::TokenPair> pairs, std::int64_t max_positions, const std::string& file) {
+    if (max_positions <= 0) return;
+    for (std::size_t i = 0; i < pairs.size(); ++i) {
+        const std::int64_t longest = std::int64_t(pairs[i].prompt.size() + std::max(pairs[i].chosen.size(), pairs[i].rejected.size()));
+        DEVIANT_REQUIRE(longest <= max_positions,
+                        "{}: pair {} has {} tokens (prompt {} + completion), more than the model's {} positions; cut it with --max-length {} "
+                        "(and --max-prompt-length)",
+                        file, i + 1, longest, pairs[i].prompt.size(), max_positions, max_positions);
+    }
 }
 
 }  // namespace deviant
