@@ -1,43 +1,5 @@
-// cli/main.cpp — the `deviant` program: one binary, one subcommand per library workflow.
-#include <fmt/core.h>
+// cli/main.cpp — the `deviant` program: one binary, one subcommand per library workflow
+// (cli/app.cpp runs them).
+#include "app.hpp"
 
-#include <algorithm>
-#include <iostream>
-#include <new>
-
-#include "command.hpp"
-#include "deviant/core/error.hpp"
-
-int main(int argc, char** argv) {
-    CLI::App app{"deviant: diversity-aware preference post-training of transformer language models"};
-    app.require_subcommand(1);
-    auto& cmds = deviant::cli::commands();
-    std::sort(cmds.begin(), cmds.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
-    std::function<int()> action;
-    for (auto& c : cmds) {
-        CLI::App* sub = app.add_subcommand(c.name, c.description);
-        auto run = c.setup(*sub);
-        sub->callback([&action, run] { action = run; });
-    }
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        // --help / --version exit 0 as CLI11 prints them; every command-line error is one line and status 1
-        if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
-        fmt::print(stderr, "deviant: error: {} (see deviant {}--help)\n", e.what(),
-                   app.get_subcommands().empty() ? "" : app.get_subcommands().front()->get_name() + " ");
-        return 1;
-    }
-    try {
-        return action ? action() : 0;
-    } catch (const std::bad_alloc&) {
-        fmt::print(stderr, "deviant: error: out of memory: lower --batch-size, --max-length or --max-new-tokens, or use a smaller model\n");
-        return 1;
-    } catch (const deviant::Error& e) {
-        fmt::print(stderr, "deviant: error: {}\n", e.what());
-        return 1;
-    } catch (const std::exception& e) {
-        fmt::print(stderr, "deviant: error: {}\n", e.what());
-        return 1;
-    }
-}
+int main(int argc, char** argv) { return deviant::cli::run(argc, argv); }
