@@ -254,6 +254,12 @@ int run_training(Model& policy, const TrainArgs& a, const io::ModelConfig& confi
     if (a.dorpo_released_code) o.objective_options.dorpo_placement = losses::WeightPlacement::released_code;
     AnyObjective probe = make_objective(a.objective, o.objective_options);
 
+    // Full fine-tuning keeps a gradient and two AdamW moments per weight (and a float32 master
+    // copy of bfloat16 weights): refused up front when that cannot fit.
+    if (!a.lora)
+        io::require_fits_in_memory(config, 4.0, dtype == DType::bf16 ? 4.0 : 3.0,
+                                   "full fine-tuning (gradients and AdamW moments beside the weights)");
+
     // Earlier runs' adapters (an SFT adapter before DPO) become part of the starting model, and so
     // of the reference.
     for (const std::string& dir : a.adapters) nn::LoraAdapters::from_peft(policy, dir).merge_into_base();

@@ -487,6 +487,22 @@ BOOST_AUTO_TEST_CASE(mismatched_weights_long_sequences_and_nan_logits_are_refuse
     BOOST_TEST(layers.err.find("does not describe, e.g. model.layers.1.") != std::string::npos, layers.err);
     BOOST_TEST(std::count(layers.err.begin(), layers.err.end(), '\n') == 1, layers.err);
 
+    // a config far beyond the machine's memory: refused before anything is allocated
+    fs::create_directories(dir / "huge");
+    cfg = json::parse(slurp(m + "llama/config.json"));
+    cfg["num_hidden_layers"] = 20000;
+    cfg["hidden_size"] = 8192;
+    cfg["intermediate_size"] = 28672;
+    cfg["num_attention_heads"] = 64;
+    cfg["num_key_value_heads"] = 8;
+    cfg["head_dim"] = 128;
+    std::ofstream(dir / "huge" / "config.json") << cfg.dump();
+    Run huge = run("train --init-config " + (dir / "huge" / "config.json").string() + " --train " + m + "pairs.jsonl --max-steps 1 --quiet --output " +
+                   (dir / "h").string());
+    BOOST_TEST(huge.status == 1);
+    BOOST_TEST(huge.err.find("20000 layers, hidden size 8192") != std::string::npos, huge.err);
+    BOOST_TEST(std::count(huge.err.begin(), huge.err.end(), '\n') == 1, huge.err);
+
     // a pair longer than the model's 128 positions: refused before any forward pass
     std::string long_prompt = "[";
     for (int i = 0; i < 130; ++i) long_prompt += (i ? "," : "") + std::to_string(3 + i % 50);

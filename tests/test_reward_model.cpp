@@ -202,3 +202,27 @@ BOOST_AUTO_TEST_CASE(cli_train_learns_and_score_writes_rewards) {
     BOOST_TEST(lm.status == 1);
     BOOST_TEST(lm.err.find("not a reward model") != std::string::npos, lm.err);
 }
+
+// Bradley-Terry on text pairs: the chosen ("good ...") responses end up above the rejected.
+BOOST_AUTO_TEST_CASE(cli_bradley_terry_orders_pairs) {
+    testing::TempDir dir("deviant_reward_bt");
+    auto pairs = [](int n) {
+        std::string s;
+        for (int p = 0; p < n; ++p)
+            s += json{{"prompt", "Write about thing " + std::to_string(p)},
+                      {"chosen", "good good story " + std::to_string(p % 3)},
+                      {"rejected", "bad bad story " + std::to_string(p % 3)}}.dump() + "\n";
+        return s;
+    };
+    const auto train = dir.write("train.jsonl", pairs(24));
+    const auto eval = dir.write("eval.jsonl", pairs(6));
+    const std::string out = (dir.path / "rm").string();
+    auto r = testing::run_cli("reward train --loss bt --model " + model + " --tokenizer " + tokenizer + " --train " + train.string() + " --eval " +
+                              eval.string() + " --output " + out + " --lr 3e-3 --epochs 4 --batch-size 4 --lora-rank 4 --lora-alpha 8 --quiet");
+    BOOST_TEST_INFO(r.err);
+    BOOST_REQUIRE_EQUAL(r.status, 0);
+    const json meta = json::parse(std::ifstream(out + "/reward.json"));
+    BOOST_TEST(meta["loss"].get<std::string>() == "bt");
+    BOOST_TEST(!meta.contains("transform"));
+    BOOST_TEST(meta["eval"]["eval/pair_accuracy"].get<double>() == 1.0, meta.dump());
+}

@@ -1,8 +1,9 @@
 // deviant/core/allocator.hpp — where tensor bytes come from.
 // CPU: 64-byte aligned blocks from the C heap, which is told once (glibc) to keep blocks up to
-// 256 MiB in its arenas rather than mapping each one afresh: a forward pass frees and reallocates
-// the same activation sizes again and again, and freshly mapped pages cost a page fault and a
-// zeroing each (a tenth of a prefill's time). CUDA: a caching allocator that keeps freed blocks in
+// 256 MiB in its arenas rather than mapping each one afresh, and never to trim freed memory back
+// to the system: a forward pass frees and reallocates the same activation sizes again and again,
+// and freshly mapped pages cost a page fault and a zeroing each (a tenth of a prefill's time, a
+// third of a training step's before this). CUDA: a caching allocator that keeps freed blocks in
 // size-rounded free lists so a training step reuses memory instead of calling cudaMalloc.
 // Testing hook: PoisonAllocations fills every new block with NaN bytes so that a kernel that
 // leaves part of its output unwritten is caught by the tests.

@@ -8,6 +8,7 @@
 // the parameters transformers reads for each (nn/rotary.hpp computes the frequencies); Mistral's
 // sliding_window (Qwen2's only when use_sliding_window is true) is kept for attention.
 #pragma once
+#include <unistd.h>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -76,7 +77,42 @@ struct ModelConfig {
     std::string dtype;                         // "torch_dtype" (4.x) or "dtype" (5.x); empty when absent
 
     bool is_llama_family() const { return family == ModelFamily::llama; }
+
+    // Parameter count the config describes (embeddings, head when untied, attention, MLP, norms,
+    // biases), computed before anything is allocated; as a double, so that absurd configs cannot
+    // overflow it.
+    double estimated_parameters() const {
+        const double C = double(hidden_size), I = double(intermediate_size), V = double(vocab_size), L = double(num_hidden_layers);
+        const double q = double(num_attention_heads) * double(head_dim), kv = double(num_key_value_heads) * double(head_dim);
+        double layer = 0, total = V * C * (tie_word_embeddings ? 1 : 2) + 2 * C;
+        if (is_llama_family()) {
+            layer = C * q + 2 * C * kv + q * C + 3 * C * I + 2 * C;
+            if (attention_bias) layer += q + 2 * kv;
+            if (mlp_bias) layer += 2 * I + C;
+        } else {
+            layer = 4 * C * C + 4 * C + 2 * C * I + I + C + 4 * C;
+            total += double(max_position_embeddings) * C;
+        }
+        return total + L * layer;
+    }
 };
+
+// Physical memory of this machine in bytes (0 when unknown).
+inline double physical_memory_bytes() {
+    const long pages = ::sysconf(_SC_PHYS_PAGES), size = ::sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && size > 0 ? double(pages) * double(size) : 0.0;
+}
+
+// Refuses, before allocating, a model whose `copies` x weights of `bytes_per_value` bytes exceed
+// the machine's memory, naming the config's sizes and what to change.
+inline void require_fits_in_memory(const ModelConfig& c, double bytes_per_value, double copies, const char* what) {
+    const double need = c.estimated_parameters() * bytes_per_value * copies, have = physical_memory_bytes();
+    if (have <= 0 || need <= have) return;
+    fail("{}: {} needs about {:.1f} GiB ({:.3g} parameters: {} layers, hidden size {}, vocabulary {}), more than this machine's {:.1f} GiB; "
+         "use a smaller model, --dtype bfloat16, or LoRA (--lora)",
+         c.source.string(), what, need / double(1ull << 30), c.estimated_parameters(), c.num_hidden_layers, c.hidden_size, c.vocab_size,
+         have / double(1ull << 30));
+}
 
 namespace detail {
 

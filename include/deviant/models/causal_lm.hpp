@@ -42,6 +42,7 @@ public:
     // one, initialising them from `seed`.
     explicit CausalLm(ModelConfig c, ParameterSource source = {}, std::uint64_t seed = 0, DType dtype = DType::f32)
         : config(std::move(c)), store(dtype, seed) {
+        io::require_fits_in_memory(config, double(dtype_size(dtype)), 1.0, "the model's weights");
         DEVIANT_REQUIRE(config.rope_type.empty() || io::is_supported_rope_type(config.rope_type),
                         "{}: rope scaling type '{}' is not supported (supported: {})", config.source.string(), config.rope_type,
                         io::kSupportedRopeTypes);
