@@ -11,6 +11,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
+#include <set>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -543,4 +546,30 @@ BOOST_AUTO_TEST_CASE(mismatched_weights_long_sequences_and_nan_logits_are_refuse
     BOOST_TEST(d.status == 1);
     BOOST_TEST(d.err.find("is also the id of token") != std::string::npos, d.err);
     fs::remove_all(dir);
+}
+
+// docs/cli.md lists every config key `deviant train` reads (the table in cli/cmd_train.cpp), and
+// every key of its TOML example is one the program reads.
+BOOST_AUTO_TEST_CASE(every_config_key_is_documented) {
+    const std::string source = slurp(data + "/../../cli/cmd_train.cpp"), doc = slurp(data + "/../../docs/cli.md");
+    const std::regex entry(R"re(\{"([a-z_]+\.[a-z_]+)", "(--[a-z-]+)"\})re");
+    std::set<std::string> keys;
+    for (auto it = std::sregex_iterator(source.begin(), source.end(), entry); it != std::sregex_iterator(); ++it) {
+        const std::string key = (*it)[1], flag = (*it)[2];
+        keys.insert(key);
+        BOOST_TEST(doc.find("| `" + key + "` | `" + flag + "` |") != std::string::npos, key << " (" << flag << ") is not in docs/cli.md");
+    }
+    BOOST_TEST(keys.size() >= 40u);
+    // the example file's keys, section by section
+    const auto start = doc.find("```toml\n"), stop = doc.find("```", start + 8);
+    BOOST_REQUIRE(start != std::string::npos && stop != std::string::npos);
+    std::istringstream toml(doc.substr(start + 8, stop - start - 8));
+    std::string section;
+    const std::regex header(R"re(^\[(\w+)\])re"), assignment(R"re(^#?\s*([a-z_]+)\s*=)re");
+    for (std::string line; std::getline(toml, line);) {
+        std::smatch m;
+        if (std::regex_search(line, m, header)) section = m[1];
+        else if (std::regex_search(line, m, assignment) && !section.empty())
+            BOOST_TEST(keys.count(section + "." + std::string(m[1])), "docs/cli.md's example uses " << section << "." << m[1] << ", which train does not read");
+    }
 }
