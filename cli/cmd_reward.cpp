@@ -303,6 +303,7 @@ deviant::cli::Registration reg{{"reward", "Train a reward model on scored respon
             DEVIANT_REQUIRE(std::isfinite(a->lora_alpha) && a->lora_alpha > 0, "--lora-alpha {} must be a positive number", a->lora_alpha);
             DEVIANT_REQUIRE(std::isfinite(a->max_grad_norm), "--max-grad-norm {} must be a number", a->max_grad_norm);
             data::require_distinct_paths(a->train, fs::path(a->output) / "metrics.jsonl", "--train", "--output");
+            data::require_distinct_paths(a->model, a->output, "--model", "--output");  // a reward model retrained in place would be lost on failure
             return with_reward_model(a->model, [&](auto& m) { return run_train(m, *a); }, a->seed, dtype);
         }
         return with_reward_model(a->model, [&](auto& m) { return run_score(m, *a); }, a->seed, dtype);

@@ -196,6 +196,10 @@ BOOST_AUTO_TEST_CASE(cli_train_learns_and_score_writes_rewards) {
     bad("overflow.jsonl", good + R"({"prompt": "p", "responses": [{"text": "a story", "score": 1e999}]})" + "\n", "3:");
     bad("string_nan.jsonl", good + R"({"prompt": "p", "response": "a story", "score": "nan"})" + "\n", "3: field 'response': field 'score'");
     bad("empty_text.jsonl", R"({"prompt": "p", "responses": [{"text": "", "score": 3}]})" "\n", "1: response 0: text");
+    // retraining a reward model into its own folder is refused (an output never replaces an input)
+    auto same = testing::run_cli("reward train --model " + out + " --train " + train.string() + " --output " + out + "/ --max-steps 1 --quiet");
+    BOOST_TEST(same.status == 1);
+    BOOST_TEST(same.err.find("refusing to overwrite an input") != std::string::npos, same.err);
     // scoring with a plain language model (no trained head) is refused
     auto lm = testing::run_cli("reward score --model " + model + " --tokenizer " + tokenizer + " --input " + in.string() + " --output " +
                                (dir.path / "x.jsonl").string());
