@@ -71,10 +71,8 @@ template <class Model>
 int run_generate(Model& model, const GenerateOptions& o) {
     const BpeTokenizer tok = load_tokenizer(!o.tokenizer.empty() ? std::filesystem::path(o.tokenizer) : model_tokenizer_path(o.model));
     const std::vector<PromptLine> prompts = read_prompts(o.prompts);
-    data::TokenizeOptions topts;
-    topts.use_chat_template = o.chat_template;
-    topts.system_prompt = o.system_prompt;
-    if (o.chat_template) topts.chat_template = find_chat_template(!o.tokenizer.empty() ? std::filesystem::path(o.tokenizer) : model_tokenizer_path(o.model));
+    const data::TokenizeOptions topts = data::tokenize_options_for(
+        !o.tokenizer.empty() ? std::filesystem::path(o.tokenizer) : model_tokenizer_path(o.model), o.chat_template, o.system_prompt);
     std::vector<std::vector<std::int64_t>> ids;
     for (const PromptLine& p : prompts) {
         auto t = data::tokenize_prompt(tok, p.text, topts);

@@ -35,14 +35,6 @@ struct RewardArgs {
     std::string input;
 };
 
-data::TokenizeOptions tokenize_options(bool chat, const std::string& system_prompt, const fs::path& tokenizer_path) {
-    data::TokenizeOptions t;
-    t.use_chat_template = chat;
-    t.system_prompt = system_prompt;
-    if (chat) t.chat_template = find_chat_template(tokenizer_path);
-    return t;
-}
-
 void check_vocab(const RewardData& d, std::int64_t vocab, const std::string& file) {
     for (const auto& s : d.sequences)
         for (std::int64_t id : s.ids)
@@ -54,7 +46,7 @@ int run_train(Model& model, const RewardArgs& a) {
     const fs::path tok_path = !a.tokenizer.empty() ? fs::path(a.tokenizer) : model_tokenizer_path(a.model);
     DEVIANT_REQUIRE(!tok_path.empty() && fs::exists(tok_path), "reward training needs a tokenizer (--tokenizer FILE; {} not found)", tok_path.string());
     const BpeTokenizer tok = load_tokenizer(tok_path);
-    const data::TokenizeOptions topts = tokenize_options(!a.no_chat_template, a.system_prompt, tok_path);
+    const data::TokenizeOptions topts = data::tokenize_options_for(tok_path, !a.no_chat_template, a.system_prompt);
     const RewardLoss loss = reward_loss(a.loss);
 
     ScoreTransform transform;
@@ -179,7 +171,7 @@ int run_score(Model& model, const RewardArgs& a) {
         if (!tok) {
             DEVIANT_REQUIRE(fs::exists(tok_path), "text lines need the model's tokenizer ({} not found; give --tokenizer)", tok_path.string());
             tok = load_tokenizer(tok_path);
-            topts = tokenize_options(chat, system_prompt, tok_path);
+            topts = data::tokenize_options_for(tok_path, chat, system_prompt);
         }
         return *tok;
     };

@@ -207,10 +207,7 @@ std::vector<data::TokenPair> read_pairs(const TrainArgs& a, const std::string& f
     DEVIANT_REQUIRE(!tokenizer_path.empty() && fs::exists(tokenizer_path), "{}: text pairs need a tokenizer (--tokenizer FILE; {} not found)",
                     file, tokenizer_path.empty() ? "none given" : tokenizer_path);
     BpeTokenizer tok = load_tokenizer(tokenizer_path);
-    data::TokenizeOptions topts;
-    topts.use_chat_template = !a.no_chat_template;
-    topts.system_prompt = a.system_prompt;
-    if (topts.use_chat_template) topts.chat_template = find_chat_template(tokenizer_path);  // the model's own, when it ships one
+    const data::TokenizeOptions topts = data::tokenize_options_for(tokenizer_path, !a.no_chat_template, a.system_prompt);
     auto pairs = data::tokenize_pairs(tok, text, topts);
     for (std::size_t i = 0; i < pairs.size(); ++i)
         for (auto* seq : {&pairs[i].prompt, &pairs[i].chosen, &pairs[i].rejected})

@@ -13,6 +13,7 @@
 //               encoded separately (TRL's convention), so a token never straddles the boundary.
 // A completion with no tokens before its EOS is an error naming the pair's origin.
 #pragma once
+#include <filesystem>
 #include <memory>
 #include <span>
 #include <string>
@@ -33,6 +34,17 @@ struct TokenizeOptions {
     // fixed format of tokenizer/chat_template.hpp chosen by the tokenizer's special tokens.
     std::shared_ptr<const ChatTemplate> chat_template = {};
 };
+
+// How text reaches the model whose tokenizer is at `tokenizer_path` (a tokenizer.json or GGUF):
+// through its own chat template when it ships one and `chat_template` is on, with an optional
+// system turn. Training, sampling and the reward model format text the same way through this.
+inline TokenizeOptions tokenize_options_for(const std::filesystem::path& tokenizer_path, bool chat_template, std::string system_prompt = {}) {
+    TokenizeOptions t;
+    t.use_chat_template = chat_template;
+    t.system_prompt = std::move(system_prompt);
+    if (chat_template) t.chat_template = find_chat_template(tokenizer_path);
+    return t;
+}
 
 namespace detail {
 inline TokenId completion_end_id(const BpeTokenizer& tok, const TokenizeOptions& opts) {

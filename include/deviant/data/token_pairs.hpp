@@ -5,8 +5,10 @@
 // vocabulary, negative weight) is an error naming the file, line and field.
 #pragma once
 #include <filesystem>
+#include <span>
 #include <vector>
 
+#include "deviant/core/content_hash.hpp"
 #include "deviant/data/jsonl.hpp"
 
 namespace deviant::data {
@@ -15,6 +17,20 @@ struct TokenPair {
     std::vector<std::int64_t> prompt, chosen, rejected;
     double weight = 1.0;
 };
+
+// Feeds the pairs' count, then each pair's prompt/chosen/rejected ids with their lengths (and,
+// with_weights, its weight) into `h`: the content key of a data set (reference-log-prob cache,
+// resume fingerprint).
+inline void hash_token_pairs(ContentHash& h, std::span<const TokenPair> pairs, bool with_weights) {
+    h.add(std::uint64_t(pairs.size()));
+    for (const auto& p : pairs) {
+        for (const auto* ids : {&p.prompt, &p.chosen, &p.rejected}) {
+            h.add(std::uint64_t(ids->size()));
+            h.update(ids->data(), ids->size() * sizeof(std::int64_t));
+        }
+        if (with_weights) h.add(p.weight);
+    }
+}
 
 namespace detail {
 inline std::vector<std::int64_t> id_list(const json& obj, const char* field, std::int64_t vocab_size, bool allow_empty) {

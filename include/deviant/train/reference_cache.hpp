@@ -37,13 +37,7 @@ namespace deviant {
 inline std::uint64_t token_pairs_hash(std::span<const data::TokenPair> pairs) {
     ContentHash h;
     h.add_string("deviant.token_pairs.v1");
-    h.add(std::uint64_t(pairs.size()));
-    for (const auto& p : pairs) {
-        for (const auto* ids : {&p.prompt, &p.chosen, &p.rejected}) {
-            h.add(std::uint64_t(ids->size()));
-            h.update(ids->data(), ids->size() * sizeof(std::int64_t));
-        }
-    }
+    data::hash_token_pairs(h, pairs, /*with_weights=*/false);
     return h.digest();
 }
 

@@ -32,49 +32,40 @@ struct ScoredPrompt {
 
 inline std::vector<ScoredPrompt> read_scored_prompts(const std::filesystem::path& path) {
     std::vector<ScoredPrompt> out;
-    data::JsonLinesReader reader(path);
-    data::JsonLine line;
-    while (reader.next(line)) {
-        const std::string where = reader.where(line);
-        try {
-            const json& j = line.value;
-            DEVIANT_REQUIRE(j.is_object(), "expected a JSON object, got {}", j.type_name());
-            ScoredPrompt p;
-            p.origin = where;
-            auto prompt = j.find("prompt");
-            DEVIANT_REQUIRE(prompt != j.end() && prompt->is_string(), "field 'prompt' missing or not a string");
-            p.prompt = prompt->get<std::string>();
-            auto add = [&](const json& text, const json* score, const std::string& what) {
-                DEVIANT_REQUIRE(text.is_string() && !text.get<std::string>().empty(), "{}: text missing, empty or not a string", what);
-                DEVIANT_REQUIRE(score && score->is_number(), "{}: field 'score' missing or not a number", what);
-                const double s = score->get<double>();
-                DEVIANT_REQUIRE(std::isfinite(s), "{}: score {} is not finite", what, s);
-                p.texts.push_back(text.get<std::string>());
-                p.scores.push_back(s);
-            };
-            if (auto rs = j.find("responses"); rs != j.end()) {
-                DEVIANT_REQUIRE(rs->is_array(), "field 'responses' is not an array");
-                for (std::size_t i = 0; i < rs->size(); ++i) {
-                    const json& r = (*rs)[i];
-                    DEVIANT_REQUIRE(r.is_object(), "response {}: expected an object, got {}", i, r.type_name());
-                    auto text = r.find("text");
-                    auto score = r.find("score");
-                    DEVIANT_REQUIRE(text != r.end(), "response {}: field 'text' missing", i);
-                    add(*text, score == r.end() ? nullptr : &*score, fmt::format("response {}", i));
-                }
-            } else {
-                auto text = j.find("response");
-                auto score = j.find("score");
-                DEVIANT_REQUIRE(text != j.end(), "needs 'responses' (a list of {{text, score}}) or 'response' and 'score'");
-                add(*text, score == j.end() ? nullptr : &*score, "field 'response'");
+    data::for_each_json_line(path, [&](data::JsonLine& line) {  // errors get FILE:LINE
+        const json& j = line.value;
+        DEVIANT_REQUIRE(j.is_object(), "expected a JSON object, got {}", j.type_name());
+        ScoredPrompt p;
+        p.origin = fmt::format("{}:{}", path.string(), line.number);
+        auto prompt = j.find("prompt");
+        DEVIANT_REQUIRE(prompt != j.end() && prompt->is_string(), "field 'prompt' missing or not a string");
+        p.prompt = prompt->get<std::string>();
+        auto add = [&](const json& text, const json* score, const std::string& what) {
+            DEVIANT_REQUIRE(text.is_string() && !text.get<std::string>().empty(), "{}: text missing, empty or not a string", what);
+            DEVIANT_REQUIRE(score && score->is_number(), "{}: field 'score' missing or not a number", what);
+            const double s = score->get<double>();
+            DEVIANT_REQUIRE(std::isfinite(s), "{}: score {} is not finite", what, s);
+            p.texts.push_back(text.get<std::string>());
+            p.scores.push_back(s);
+        };
+        if (auto rs = j.find("responses"); rs != j.end()) {
+            DEVIANT_REQUIRE(rs->is_array(), "field 'responses' is not an array");
+            for (std::size_t i = 0; i < rs->size(); ++i) {
+                const json& r = (*rs)[i];
+                DEVIANT_REQUIRE(r.is_object(), "response {}: expected an object, got {}", i, r.type_name());
+                auto text = r.find("text");
+                auto score = r.find("score");
+                DEVIANT_REQUIRE(text != r.end(), "response {}: field 'text' missing", i);
+                add(*text, score == r.end() ? nullptr : &*score, fmt::format("response {}", i));
             }
-            if (!p.texts.empty()) out.push_back(std::move(p));
-        } catch (const Error& e) {
-            fail("{}: {}", where, e.what());
-        } catch (const json::exception& e) {
-            fail("{}: {}", where, data::JsonLinesReader::clean_message(e.what()));
+        } else {
+            auto text = j.find("response");
+            auto score = j.find("score");
+            DEVIANT_REQUIRE(text != j.end(), "needs 'responses' (a list of {{text, score}}) or 'response' and 'score'");
+            add(*text, score == j.end() ? nullptr : &*score, "field 'response'");
         }
-    }
+        if (!p.texts.empty()) out.push_back(std::move(p));
+    });
     DEVIANT_REQUIRE(!out.empty(), "{}: no scored responses in the file", path.string());
     return out;
 }

@@ -279,7 +279,7 @@ private:
             order_.resize(std::size_t(units()));
             std::iota(order_.begin(), order_.end(), 0);
             std::mt19937_64 rng(data::derive_seed(opt_.seed, std::uint64_t(epoch_)));
-            for (std::size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[data::uniform_index(rng, i)]);
+            data::shuffle(order_, rng);
             offset_ = 0;
         }
         const std::size_t end = std::min(order_.size(), offset_ + std::size_t(opt_.batch_size));

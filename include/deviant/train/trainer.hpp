@@ -161,14 +161,7 @@ public:
     nlohmann::json run_fingerprint() const {
         ContentHash data;
         data.add_string("deviant.training_pairs.v1");
-        data.add(std::uint64_t(train_.size()));
-        for (const auto& p : train_) {
-            for (const auto* ids : {&p.prompt, &p.chosen, &p.rejected}) {
-                data.add(std::uint64_t(ids->size()));
-                data.update(ids->data(), ids->size() * sizeof(std::int64_t));
-            }
-            data.add(p.weight);
-        }
+        data::hash_token_pairs(data, train_, /*with_weights=*/true);
         ContentHash model;
         for (const Parameter* p : params_) {
             model.add_string(p->name);
@@ -351,7 +344,7 @@ private:
         std::iota(order.begin(), order.end(), 0);
         if (opt_.shuffle) {
             std::mt19937_64 rng(data::derive_seed(opt_.seed, std::uint64_t(epoch)));
-            for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[data::uniform_index(rng, i)]);
+            data::shuffle(order, rng);
         }
         return order;
     }
