@@ -3,12 +3,16 @@
 // tensor storage types, tokenizer) without loading its weights.
 #include <fmt/core.h>
 
+#include <fstream>
 #include <map>
+
+#include <nlohmann/json.hpp>
 
 #include "command.hpp"
 #include "deviant/core/cuda_runtime.hpp"
 #include "deviant/io/gguf.hpp"
 #include "deviant/io/hf_config.hpp"
+#include "deviant/io/safetensors.hpp"
 
 namespace {
 
@@ -44,7 +48,36 @@ int describe_model(const std::string& path) {
     std::error_code ec;
     DEVIANT_REQUIRE(std::filesystem::is_directory(path, ec), "{}: not a model: give a checkpoint directory or a GGUF file", path);
     fmt::print("{}: Hugging Face checkpoint\n", path);
-    print_config(io::load_model_config(path));
+    const io::ModelConfig c = io::load_model_config(path);
+    print_config(c);
+    fmt::print("family: {}\n", io::registered_model_types().count(c.model_type) ? "registered by this program" : c.family == io::ModelFamily::gpt2 ? "gpt2" : "llama");
+    // what the safetensors hold: headers only, no weight is read
+    if (std::filesystem::exists(std::filesystem::path(path) / "model.safetensors", ec) ||
+        std::filesystem::exists(std::filesystem::path(path) / "model.safetensors.index.json", ec)) {
+        const io::CheckpointReader r = io::CheckpointReader::open(path);
+        std::map<std::string, std::pair<std::int64_t, std::int64_t>> by_type;  // dtype -> (tensors, values)
+        std::int64_t params = 0;
+        for (const std::string& name : r.names()) {
+            const io::TensorInfo& t = r.info(name);
+            auto& e = by_type[t.dtype];
+            e.first += 1, e.second += t.shape.numel(), params += t.shape.numel();
+        }
+        fmt::print("parameters: {} in {} tensors, {} file(s)\n", params, r.names().size(), r.shards().size());
+        for (const auto& [type, e] : by_type) fmt::print("  {:>6}: {} tensors, {} values\n", type, e.first, e.second);
+    } else {
+        fmt::print("parameters: no model.safetensors (config only)\n");
+    }
+    const std::filesystem::path tok = std::filesystem::path(path) / "tokenizer.json";
+    if (std::filesystem::exists(tok, ec)) {
+        std::ifstream in(tok, std::ios::binary);
+        const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+        const nlohmann::json* m = j.is_object() && j.contains("model") && j["model"].is_object() ? &j["model"] : nullptr;
+        const std::string type = m && m->contains("type") && (*m)["type"].is_string() ? (*m)["type"].get<std::string>() : "unknown type";
+        const std::size_t vocab = m && m->contains("vocab") && ((*m)["vocab"].is_object() || (*m)["vocab"].is_array()) ? (*m)["vocab"].size() : 0;
+        fmt::print("tokenizer: tokenizer.json, {} ({} tokens)\n", type, vocab);
+    } else {
+        fmt::print("tokenizer: none (no tokenizer.json)\n");
+    }
     return 0;
 }
 

@@ -15,6 +15,7 @@ packages=(
   gnuplot-nox                # plots of the demo experiment
   libpcre2-dev               # pre-tokenizer regex of tokenizer.json (BPE tokenizer)
   zlib1g-dev                 # gzip compression ratio (diversity metrics)
+  clang libclang-rt-dev      # libFuzzer targets (scripts/fuzz.sh)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -156,6 +156,13 @@ BOOST_AUTO_TEST_CASE(gguf_model_scores_and_trains) {
     BOOST_TEST(info.out.find("Q4_0: 13 tensors") != std::string::npos, info.out);
     BOOST_TEST(info.out.find("parameters: 21664") != std::string::npos, info.out);  // 2 x 96 x 32 + 2 layers, as the safetensors model
     BOOST_TEST(info.out.find("key/value heads: 2") != std::string::npos, info.out);
+    // a safetensors checkpoint: the same count read from the headers, storage types, tokenizer
+    Run hf = run("info --model " + data + "/models/llama");
+    BOOST_REQUIRE_EQUAL(hf.status, 0);
+    BOOST_TEST(hf.out.find("parameters: 21664 in") != std::string::npos, hf.out);
+    BOOST_TEST(hf.out.find("F32: ") != std::string::npos, hf.out);
+    BOOST_TEST(hf.out.find("family: llama") != std::string::npos, hf.out);
+    BOOST_TEST(hf.out.find("tokenizer: none") != std::string::npos, hf.out);
 }
 
 BOOST_AUTO_TEST_CASE(bad_input_is_one_line_error) {
@@ -548,10 +555,10 @@ BOOST_AUTO_TEST_CASE(mismatched_weights_long_sequences_and_nan_logits_are_refuse
     fs::remove_all(dir);
 }
 
-// docs/cli.md lists every config key `deviant train` reads (the table in cli/cmd_train.cpp), and
+// docs/cli.md lists every config key `deviant train` reads (the table in cli/train_options.hpp), and
 // every key of its TOML example is one the program reads.
 BOOST_AUTO_TEST_CASE(every_config_key_is_documented) {
-    const std::string source = slurp(data + "/../../cli/cmd_train.cpp"), doc = slurp(data + "/../../docs/cli.md");
+    const std::string source = slurp(data + "/../../cli/train_options.hpp"), doc = slurp(data + "/../../docs/cli.md");
     const std::regex entry(R"re(\{"([a-z_]+\.[a-z_]+)", "(--[a-z-]+)"\})re");
     std::set<std::string> keys;
     for (auto it = std::sregex_iterator(source.begin(), source.end(), entry); it != std::sregex_iterator(); ++it) {

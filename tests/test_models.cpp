@@ -192,6 +192,77 @@ BOOST_AUTO_TEST_CASE(llama_alias_equals_hand_spelled_forward) {
     BOOST_TEST(testing::relative_error(alias.value().to_vector<double>(), by_hand.value().to_vector<double>()) < 1e-13);
 }
 
+namespace {
+// The fixture checkpoint under another model_type, in a fresh folder.
+std::filesystem::path retyped_copy(const std::string& fixture, const std::string& model_type) {
+    namespace fs = std::filesystem;
+    fs::path out = fs::temp_directory_path() / fmt::format("deviant-retyped-{}-{}", model_type, ::getpid());
+    fs::remove_all(out);
+    fs::create_directories(out);
+    fs::copy_file(dir + fixture + "/model.safetensors", out / "model.safetensors");
+    json c = json::parse(std::ifstream(dir + fixture + "/config.json"));
+    c["model_type"] = model_type;
+    std::ofstream(out / "config.json") << c.dump();
+    return out;
+}
+const bool llama_registered = register_model_family<LlamaArchitecture>("test-registered-llama");
+const bool gpt2_registered = register_model_family<Gpt2Architecture>("test-registered-gpt2", io::ModelFamily::gpt2);
+}  // namespace
+
+// A family registered at run time loads through with_pretrained as RegisteredLm (the layers behind
+// the registration) and computes what transformers computes for the same weights.
+BOOST_AUTO_TEST_CASE(registered_families_load_and_match_transformers) {
+    BOOST_TEST(llama_registered);
+    BOOST_TEST(gpt2_registered);
+    json e = expected();
+    const auto llama_dir = retyped_copy("llama", "test-registered-llama");
+    const auto gpt2_dir = retyped_copy("gpt2", "test-registered-gpt2");
+    int visited = 0;
+    with_pretrained(llama_dir, [&](auto& loaded) {
+        if constexpr (!std::is_same_v<std::decay_t<decltype(loaded)>, RegisteredLm>) {
+            BOOST_FAIL("a registered family did not load as RegisteredLm");
+        } else {
+        RegisteredLm& m = loaded;
+        compare_with_reference(m, (const RegisteredLm*)nullptr, "sft", e["llama_sft"], DType::f32, 1e-4, 1e-3);
+        // the same projections as the static type, in the same order (LoRA and GGUF packing use them)
+        auto fixed = load_pretrained_as<Llama>(dir + "llama");
+        std::vector<std::string> a, b;
+        m.for_each_projection([&](const std::string& module, auto&) { a.push_back(module); });
+        fixed->for_each_projection([&](const std::string& module, auto&) { b.push_back(module); });
+        BOOST_TEST(a == b, boost::test_tools::per_element());
+        BOOST_TEST(a.size() == std::size_t(7 * m.config.num_hidden_layers));
+        ++visited;
+        }
+        return 0;
+    });
+    with_pretrained(gpt2_dir, [&](auto& loaded) {
+        if constexpr (!std::is_same_v<std::decay_t<decltype(loaded)>, RegisteredLm>) {
+            BOOST_FAIL("a registered family did not load as RegisteredLm");
+        } else {
+        RegisteredLm& m = loaded;
+        BOOST_TEST((m.config.family == io::ModelFamily::gpt2));  // fields read as GPT-2's
+        compare_with_reference(m, (const RegisteredLm*)nullptr, "sft", e["gpt2_sft"], DType::f32, 1e-4, 1e-3);
+        ++visited;
+        }
+        return 0;
+    });
+    BOOST_TEST(visited == 2);
+    // a registered name cannot be taken twice, a built-in one not at all
+    BOOST_CHECK_THROW(register_model_family<LlamaArchitecture>("test-registered-llama"), Error);
+    BOOST_CHECK_THROW(register_model_family<LlamaArchitecture>("qwen2"), Error);
+    // an unknown type's error lists the registered ones beside the built-in ones
+    const auto unknown = retyped_copy("llama", "no-such-family");
+    try {
+        io::load_model_config(unknown);
+        BOOST_FAIL("unknown model type accepted");
+    } catch (const Error& err) {
+        BOOST_TEST(std::string(err.what()).find("'no-such-family', which is not supported (supported: llama, mistral, qwen2, gpt2, "
+                                                "test-registered-gpt2, test-registered-llama)") != std::string::npos,
+                   err.what());
+    }
+    for (const auto& d : {llama_dir, gpt2_dir, unknown}) std::filesystem::remove_all(d);
+}
+
 BOOST_AUTO_TEST_CASE(bad_pairs_name_file_line_and_field) {
     auto tmp = std::filesystem::temp_directory_path() / "deviant_bad_pairs.jsonl";
     auto expect = [&](const std::string& content, const std::string& needle) {

@@ -1,5 +1,6 @@
-# CTest driver for examples/custom_trainer: the program's own objective ("dslic") trains from a
-# TOML file and scores pairs; the stock `deviant` program does not know the name.
+# CTest driver for examples/custom_trainer: the program's own objective ("dslic") and model family
+# ("parallel-llama") train from TOML files, the trained family's checkpoint loads again to score;
+# the stock `deviant` program knows neither name.
 # -DTRAINER=... -DDEVIANT=... -DDATA=<tests/data> -DWORK=<scratch folder>
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
@@ -34,5 +35,42 @@ execute_process(COMMAND ${DEVIANT} score --model ${DATA}/models/llama --pairs ${
 if(rc EQUAL 0 OR NOT err MATCHES "unknown objective 'dslic'")
   message(FATAL_ERROR "the stock program accepted dslic (${rc}): ${err}")
 endif()
+
+# The program's own family: a fresh parallel-llama model (the fixture Llama's sizes) learns the
+# pairs' chosen responses with SFT from a TOML file, then its checkpoint loads again to score.
+file(READ ${DATA}/models/llama/config.json llama_config)
+string(JSON family_config SET "${llama_config}" model_type "\"parallel-llama\"")
+file(WRITE ${WORK}/parallel-llama.json "${family_config}")
+file(WRITE ${WORK}/family.toml "[model]\ninit_config = \"${WORK}/parallel-llama.json\"\nseed = 3\n[data]\ntrain = \"${DATA}/models/pairs.jsonl\"\n"
+     "[objective]\nname = \"sft\"\n[training]\nlearning_rate = 1e-2\nmax_steps = 6\nbatch_size = 5\n[output]\ndir = \"${WORK}/family\"\n")
+execute_process(COMMAND ${TRAINER} train --config ${WORK}/family.toml --quiet RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT EXISTS ${WORK}/family/final/model.safetensors)
+  message(FATAL_ERROR "custom trainer failed to train parallel-llama (${rc}): ${err}")
+endif()
+file(STRINGS ${WORK}/family/metrics.jsonl lines REGEX "\"loss\"")
+list(GET lines 0 first)
+list(GET lines -1 last)
+string(REGEX MATCH "\"loss\":([-0-9.e+]+)" _ "${first}")
+set(family_first ${CMAKE_MATCH_1})
+string(REGEX MATCH "\"loss\":([-0-9.e+]+)" _ "${last}")
+set(family_last ${CMAKE_MATCH_1})
+if(NOT family_last LESS family_first)
+  message(FATAL_ERROR "parallel-llama SFT loss did not fall: ${family_first} -> ${family_last}")
+endif()
+file(READ ${WORK}/family/final/config.json saved_config)
+string(JSON saved_type GET "${saved_config}" model_type)
+if(NOT saved_type STREQUAL "parallel-llama")
+  message(FATAL_ERROR "the saved checkpoint's model_type is '${saved_type}'")
+endif()
+execute_process(COMMAND ${TRAINER} score --model ${WORK}/family/final --pairs ${DATA}/models/pairs.jsonl --objective sft
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "\"loss\"")
+  message(FATAL_ERROR "custom trainer could not score with its trained parallel-llama (${rc}): ${err}")
+endif()
+execute_process(COMMAND ${DEVIANT} score --model ${WORK}/family/final --pairs ${DATA}/models/pairs.jsonl --objective sft
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc EQUAL 0 OR NOT err MATCHES "'parallel-llama', which is not supported")
+  message(FATAL_ERROR "the stock program accepted parallel-llama (${rc}): ${err}")
+endif()
 file(REMOVE_RECURSE ${WORK})
-message(STATUS "dslic: loss ${first_loss} -> ${last_loss}")
+message(STATUS "dslic: loss ${first_loss} -> ${last_loss}; parallel-llama SFT: loss ${family_first} -> ${family_last}")

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -45,6 +46,20 @@ struct RopeScaling {
     bool truncate = true;                            // yarn: integer correction range
     std::vector<double> frequency_divisors;          // GGUF rope_freqs: inv_freq[i] /= divisors[i] (any type)
 };
+
+// Model types beyond the built-in ones, registered by user code (models/registered_family.hpp
+// register_model_family): model_type -> the built-in family whose config.json fields it reads.
+inline std::map<std::string, ModelFamily>& registered_model_types() {
+    static std::map<std::string, ModelFamily> types;
+    return types;
+}
+
+// The model types load_model_config accepts, for error messages: built-in, then registered.
+inline std::string supported_model_types() {
+    std::string s = "llama, mistral, qwen2, gpt2";
+    for (const auto& [name, family] : registered_model_types()) s += ", " + name;
+    return s;
+}
 
 inline constexpr std::string_view kSupportedRopeTypes = "default, linear, dynamic, llama3, yarn";
 inline bool is_supported_rope_type(std::string_view t) {
@@ -232,9 +247,10 @@ inline ModelConfig load_model_config(const std::filesystem::path& dir_or_file) {
         c.family = ModelFamily::llama;
     } else if (c.model_type == "gpt2") {
         c.family = ModelFamily::gpt2;
+    } else if (auto it = registered_model_types().find(c.model_type); it != registered_model_types().end()) {
+        c.family = it->second;
     } else {
-        fail("{}: field 'model_type' is '{}', which is not supported (supported: llama, mistral, qwen2, gpt2)", file,
-             c.model_type);
+        fail("{}: field 'model_type' is '{}', which is not supported (supported: {})", file, c.model_type, supported_model_types());
     }
     const bool gpt2 = c.family == ModelFamily::gpt2;
 

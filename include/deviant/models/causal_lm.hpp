@@ -23,6 +23,13 @@ struct DecoderOnly {
     using FinalNorm = FinalNorm_;
 };
 
+// The checkpoint names an architecture gives its top-level tensors. A static Names struct
+// supplies them at compile time; an architecture chosen at run time (models/registered_family.hpp)
+// has a static names(config) instead.
+struct ArchitectureNames {
+    std::string_view token_embedding, layers, final_norm, lm_head;
+};
+
 // Inputs of one forward pass: token ids (B, T) and segment ids (B, T) (see nn/context.hpp).
 struct TokenBatch {
     Tensor ids;       // (B, T) int64
@@ -51,14 +58,22 @@ public:
                         "{}: activation '{}' is not supported for model type '{}' (silu for the Llama family, gelu_new for GPT-2)",
                         config.source.string(), config.hidden_act, config.model_type);
         if (source) store.set_source(std::move(source));
-        token_embedding_ = &store.get(std::string(Names::token_embedding), {config.vocab_size, config.hidden_size});
+        const ArchitectureNames names = architecture_names(config);
+        token_embedding_ = &store.get(std::string(names.token_embedding), {config.vocab_size, config.hidden_size});
         positions_.template bind<Names>(store, config);
         blocks_.resize(std::size_t(config.num_hidden_layers));
         for (std::int64_t i = 0; i < config.num_hidden_layers; ++i)
-            blocks_[std::size_t(i)].bind(store, std::string(Names::layers) + "." + std::to_string(i), config);
-        final_norm_.bind(store, std::string(Names::final_norm), config);
+            blocks_[std::size_t(i)].bind(store, std::string(names.layers) + "." + std::to_string(i), config);
+        final_norm_.bind(store, std::string(names.final_norm), config);
         head_ = config.tie_word_embeddings ? token_embedding_
-                                           : &store.get(std::string(Names::lm_head), {config.vocab_size, config.hidden_size});
+                                           : &store.get(std::string(names.lm_head), {config.vocab_size, config.hidden_size});
+    }
+
+    static ArchitectureNames architecture_names(const ModelConfig& c) {
+        if constexpr (requires { Architecture::names(c); })
+            return Architecture::names(c);
+        else
+            return {Names::token_embedding, Names::layers, Names::final_norm, Names::lm_head};
     }
 
     ForwardContext context(const TokenBatch& batch) const {

@@ -12,6 +12,7 @@
 #include "deviant/io/hf_config.hpp"
 #include "deviant/io/safetensors.hpp"
 #include "deviant/models/families.hpp"
+#include "deviant/models/registered_family.hpp"
 
 namespace deviant {
 
@@ -166,7 +167,17 @@ inline std::int64_t pack_for_decoding(Llama& m, const io::GgufFile& f) {
     return packed;
 }
 
-// Calls f(model) with the model typed by its family (Llama or Gpt2); returns what f returns.
+// Calls f.template operator()<Architecture>() with the architecture of `cfg`'s family: Llama's,
+// GPT-2's or, for a model type registered by user code, RegisteredArchitecture.
+template <class F>
+decltype(auto) with_architecture(const io::ModelConfig& cfg, F&& f) {
+    if (is_registered_family(cfg)) return f.template operator()<RegisteredArchitecture>();
+    if (cfg.family == io::ModelFamily::gpt2) return f.template operator()<Gpt2Architecture>();
+    return f.template operator()<LlamaArchitecture>();
+}
+
+// Calls f(model) with the model typed by its family (Llama, Gpt2 or a registered family's
+// RegisteredLm); returns what f returns.
 template <class F>
 decltype(auto) with_pretrained(const std::filesystem::path& dir, F&& f, DType dtype = DType::f32) {
     if (io::is_gguf_file(dir)) {
@@ -181,14 +192,11 @@ decltype(auto) with_pretrained(const std::filesystem::path& dir, F&& f, DType dt
     auto read = std::make_shared<std::set<std::string>>();
     // a tied model never reads lm_head; a reward checkpoint's score head is not a language model's
     auto ignorable = [](const std::string& n) { return n == "lm_head.weight" || n == "score.weight"; };
-    if (cfg.family == io::ModelFamily::gpt2) {
-        auto m = std::make_unique<Gpt2>(cfg, checkpoint_source(dir, read), 0, dtype);
+    return with_architecture(cfg, [&]<class Architecture>() -> decltype(auto) {
+        auto m = std::make_unique<CausalLm<Architecture>>(cfg, checkpoint_source(dir, read), 0, dtype);
         require_every_tensor_read(dir, cfg, *read, ignorable);
         return f(*m);
-    }
-    auto m = std::make_unique<Llama>(cfg, checkpoint_source(dir, read), 0, dtype);
-    require_every_tensor_read(dir, cfg, *read, ignorable);
-    return f(*m);
+    });
 }
 
 }  // namespace deviant

@@ -104,14 +104,11 @@ decltype(auto) with_reward_model(const std::filesystem::path& path, F&& f, std::
     auto read = std::make_shared<std::set<std::string>>();
     ParameterSource src = checkpoint_source(path, read);
     auto ignorable = [](const std::string& n) { return n == "lm_head.weight"; };  // a language model's head, unused here
-    if (cfg.family == io::ModelFamily::gpt2) {
-        auto m = std::make_unique<Gpt2RewardModel>(cfg, src, seed, dtype);
+    return with_architecture(cfg, [&]<class Architecture>() -> decltype(auto) {
+        auto m = std::make_unique<RewardModel<Architecture>>(cfg, src, seed, dtype);
         require_every_tensor_read(path, cfg, *read, ignorable);
         return f(*m);
-    }
-    auto m = std::make_unique<LlamaRewardModel>(cfg, src, seed, dtype);
-    require_every_tensor_read(path, cfg, *read, ignorable);
-    return f(*m);
+    });
 }
 
 // The config.json of a reward model: the backbone's configuration with transformers'
