@@ -11,6 +11,7 @@
 #include "app.hpp"
 #include "command.hpp"
 #include "deviant/core/error.hpp"
+#include "deviant/dist/world.hpp"
 
 int deviant::cli::run(int argc, char** argv) {
     CLI::App app{"deviant: diversity-aware preference post-training of transformer language models"};
@@ -32,16 +33,24 @@ int deviant::cli::run(int argc, char** argv) {
                    app.get_subcommands().empty() ? "" : app.get_subcommands().front()->get_name() + " ");
         return 1;
     }
+    // In a job of several ranks (mpirun, srun) the failing rank names itself and takes the others
+    // down, instead of leaving them waiting in a collective.
+    auto report = [](const std::string& what) {
+        auto world = deviant::dist::current_world();
+        if (world && world->size() > 1) {
+            fmt::print(stderr, "deviant: error on rank {} of {}: {}\n", world->rank(), world->size(), what);
+            deviant::dist::abort_world(1);
+        }
+        fmt::print(stderr, "deviant: error: {}\n", what);
+        return 1;
+    };
     try {
         return action ? action() : 0;
     } catch (const std::bad_alloc&) {
-        fmt::print(stderr, "deviant: error: out of memory: lower --batch-size, --max-length or --max-new-tokens, or use a smaller model\n");
-        return 1;
+        return report("out of memory: lower --batch-size, --max-length or --max-new-tokens, or use a smaller model");
     } catch (const deviant::Error& e) {
-        fmt::print(stderr, "deviant: error: {}\n", e.what());
-        return 1;
+        return report(e.what());
     } catch (const std::exception& e) {
-        fmt::print(stderr, "deviant: error: {}\n", e.what());
-        return 1;
+        return report(e.what());
     }
 }

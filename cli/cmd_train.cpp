@@ -16,6 +16,7 @@
 #include "train_options.hpp"
 #include "deviant/data/text_pairs.hpp"
 #include "deviant/data/writing_prompts.hpp"
+#include "deviant/dist/world.hpp"
 #include "deviant/models/load.hpp"
 #include "deviant/nn/lora.hpp"
 #include "deviant/tokenizer/gguf_tokenizer.hpp"
@@ -83,10 +84,11 @@ template <class Model>
 int run_training(Model& policy, const TrainArgs& a, const io::ModelConfig& config, const fs::path& config_file) {
     Device device = a.device == "cuda" ? Device::cuda : Device::cpu;
     DType dtype = cli::model_dtype(a.dtype);
-    if (device == Device::cuda) {
-        cuda::require_available();
-        policy.to(device);
-    }
+    if (device == Device::cuda) cuda::require_available();
+    // the job: one process, or the ranks mpirun / srun started (NCCL picks each rank's GPU first)
+    std::shared_ptr<dist::Communicator> comm = dist::world(device);
+    const bool root = comm->is_root();
+    if (device == Device::cuda) policy.to(device);
     std::string tok_path = !a.tokenizer.empty() ? a.tokenizer : model_tokenizer_path(a.model).string();
     TruncationOptions trunc;
     trunc.max_length = a.max_length;
@@ -139,9 +141,9 @@ int run_training(Model& policy, const TrainArgs& a, const io::ModelConfig& confi
     ReferenceLogps ref_train, ref_eval;
     if (probe.needs_reference) {
         auto compute = [&](const auto& ref_model, const std::vector<data::TokenPair>& pairs) {
-            if (a.ref_cache.empty()) return compute_reference_logps(ref_model, pairs, a.batch_size, dtype);
-            auto cached = ReferenceCache::load_or_compute(a.ref_cache, pairs, ref_model, a.batch_size);
-            if (!cached.note.empty()) fmt::print(stderr, "reference cache: {}\n", cached.note);
+            if (a.ref_cache.empty()) return compute_reference_logps(ref_model, pairs, a.batch_size, dtype, comm.get());
+            auto cached = ReferenceCache::load_or_compute(a.ref_cache, pairs, ref_model, a.batch_size, ComputeReferenceLogps{}, comm.get());
+            if (!cached.note.empty() && root) fmt::print(stderr, "reference cache: {}\n", cached.note);
             ReferenceLogps r;
             r.chosen = cached.chosen.template to_vector<double>();
             r.rejected = cached.rejected.template to_vector<double>();
@@ -190,6 +192,8 @@ int run_training(Model& policy, const TrainArgs& a, const io::ModelConfig& confi
     o.seed = a.seed;
     o.progress = !a.quiet;
     o.dtype = dtype;
+    o.communicator = comm;
+    o.zero1 = a.zero1;
     fs::path out = a.output;
     if (!out.empty()) {
         fs::create_directories(out);
@@ -206,18 +210,19 @@ int run_training(Model& policy, const TrainArgs& a, const io::ModelConfig& confi
             w = trainer.trainable_tensors();
         return w;
     };
-    if (!out.empty()) {
+    if (!out.empty() && root) {
         for (const fs::path& p : train::remove_stale_temporaries(out))
             fmt::print(stderr, "removed {} (a checkpoint save that never finished)\n", p.string());
     }
+    comm->barrier();
     if (!out.empty() && a.resume != "none") {
         std::optional<fs::path> from = a.resume == "auto" ? train::latest_checkpoint(out) : std::optional<fs::path>(a.resume);
         if (from) {
             trainer.resume(train::load_checkpoint(*from));
-            fmt::print(stderr, "resuming from {} at step {}\n", from->string(), trainer.step());
+            if (root) fmt::print(stderr, "resuming from {} at step {}\n", from->string(), trainer.step());
             // metrics written after that checkpoint (before the run stopped) are about to be
             // recomputed: drop them so that every step appears once
-            if (fs::exists(o.metrics_file)) {
+            if (root && fs::exists(o.metrics_file)) {
                 std::vector<std::string> keep;
                 std::ifstream in(o.metrics_file);
                 for (std::string l; std::getline(in, l);) {
@@ -230,24 +235,33 @@ int run_training(Model& policy, const TrainArgs& a, const io::ModelConfig& confi
             }
         }
     }
-    fmt::print(stderr, "training {} parameters ({}) with {} on {} pairs: {} steps\n", [&] {
-        std::int64_t n = 0;
-        for (auto* p : trainable) n += p->value.numel();
-        return n;
-    }(), a.lora ? "LoRA adapters" : "full model", a.objective, train_pairs.size(), trainer.total_steps());
+    if (root)
+        fmt::print(stderr, "training {} parameters ({}) with {} on {} pairs: {} steps{}\n", [&] {
+            std::int64_t n = 0;
+            for (auto* p : trainable) n += p->value.numel();
+            return n;
+        }(), a.lora ? "LoRA adapters" : "full model", a.objective, train_pairs.size(), trainer.total_steps(),
+                   comm->size() > 1 ? fmt::format(" on {} ranks ({}{}, {} pairs per step)", comm->size(), comm->name(),
+                                                  a.zero1 ? ", ZeRO-1" : "", trainer.global_batch())
+                                    : "");
 
     json before;
     if (!eval_pairs.empty() && trainer.step() == 0) {
         before = trainer.evaluate();
         before["step"] = 0;
-        if (!o.metrics_file.empty()) std::ofstream(o.metrics_file, std::ios::app) << before.dump() << "\n";
+        if (!o.metrics_file.empty() && root) std::ofstream(o.metrics_file, std::ios::app) << before.dump() << "\n";
     }
     TrainingHistory h = trainer.train([&](std::int64_t step, const json& m) {
         if (!out.empty() && a.save_every > 0 && step % a.save_every == 0) {
-            train::save_checkpoint(out, trainer.checkpoint(weights(), m));
-            train::keep_last(out, std::size_t(std::max<std::int64_t>(1, a.keep_last)));
+            train::TrainingCheckpoint c = trainer.checkpoint(weights(), m);  // every rank: zero1 gathers the state
+            if (root) {
+                train::save_checkpoint(out, c);
+                train::keep_last(out, std::size_t(std::max<std::int64_t>(1, a.keep_last)));
+            }
+            comm->barrier();
         }
     });
+    if (!root) return 0;  // rank 0 writes the model and the summary
     if (!out.empty()) {
         fs::path final_dir = out / "final";
         fs::create_directories(final_dir);
@@ -292,6 +306,8 @@ deviant::cli::Registration reg{{"train", "Train a checkpoint with a preference o
     return std::function<int()>([a, &app] {
         if (!a->config.empty()) apply_config(app, a->config);
         validate_train_args(app, *a);
+        // the job (one process, or the ranks of mpirun / srun): created before anything is read
+        auto comm = dist::world(a->device == "cuda" ? Device::cuda : Device::cpu);
         if (a->output.empty()) {  // a trained model is never thrown away: a fresh folder, said aloud
             const std::time_t now = std::time(nullptr);
             std::tm tm{};
@@ -301,7 +317,8 @@ deviant::cli::Registration reg{{"train", "Train a checkpoint with a preference o
             fs::path dir = fs::path("runs") / fmt::format("{}-{}", a->objective, stamp);
             for (int k = 2; fs::exists(dir); ++k) dir = fs::path("runs") / fmt::format("{}-{}-{}", a->objective, stamp, k);
             a->output = dir.string();
-            fmt::print(stderr, "train: no --output given; writing to {}\n", a->output);
+            dist::broadcast_string(*comm, a->output, 0);  // rank 0's clock names the folder for every rank
+            if (comm->is_root()) fmt::print(stderr, "train: no --output given; writing to {}\n", a->output);
         }
         DEVIANT_REQUIRE(!a->train.empty(), "no training data: give --train FILE (or data.train in the config)");
         DEVIANT_REQUIRE(a->model.empty() != a->init_config.empty(), "give exactly one of --model DIR or --init-config FILE");

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <fstream>
 #include <iterator>
 #include <limits>
 #include <memory>
@@ -41,7 +42,7 @@ struct TrainArgs {
     double lr = 5e-6, max_grad_norm = 1.0, weight_decay = 0.0;
     std::string schedule = "linear";
     std::int64_t warmup_steps = 0, epochs = 1, max_steps = 0, batch_size = 2, grad_accumulation = 1, eval_every = 0, pack_tokens = 0;
-    bool skip_nonfinite = false, no_shuffle = false, quiet = false;
+    bool skip_nonfinite = false, no_shuffle = false, quiet = false, zero1 = false;
     // output
     std::string output, resume = "auto";
     std::int64_t save_every = 0, keep_last = 2;
@@ -70,16 +71,75 @@ inline constexpr ConfigKey config_keys[] = {
     {"training.epochs", "--epochs"}, {"training.max_steps", "--max-steps"}, {"training.batch_size", "--batch-size"},
     {"training.grad_accumulation", "--grad-accumulation"}, {"training.max_grad_norm", "--max-grad-norm"},
     {"training.weight_decay", "--weight-decay"}, {"training.eval_every", "--eval-every"}, {"training.pack_tokens", "--pack-tokens"},
-    {"training.skip_nonfinite", "--skip-nonfinite"}, {"training.shuffle", "--shuffle"},
+    {"training.skip_nonfinite", "--skip-nonfinite"}, {"training.shuffle", "--shuffle"}, {"training.zero1", "--zero1"},
     {"output.dir", "--output"}, {"output.save_every", "--save-every"}, {"output.keep_last", "--keep-last"}, {"output.resume", "--resume"},
     {"lora.enabled", "--lora"}, {"lora.rank", "--lora-rank"}, {"lora.alpha", "--lora-alpha"}, {"lora.targets", "--lora-targets"},
 };
 
+// TOML allows characters beyond ASCII only inside strings and comments. The TOML library this
+// program is built with (toml++ 3.3) meets some of them elsewhere (a stray "é" after a value, or
+// after the line-ending backslash of a multi-line string) with undefined behaviour, so the text is
+// checked here first and such a character refused with its line.
+inline void require_toml_ascii_outside_strings(const std::string& text, const std::string& path) {
+    enum class State { normal, comment, basic, literal, ml_basic, ml_literal, ml_trim } st = State::normal;
+    std::size_t line = 1;
+    auto at = [&](std::size_t i, std::string_view lit) { return text.compare(i, lit.size(), lit) == 0; };
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const unsigned char c = static_cast<unsigned char>(text[i]);
+        if (c == '\n') ++line;
+        switch (st) {
+            case State::normal:
+                if (c == '#') st = State::comment;
+                else if (at(i, R"(""")")) st = State::ml_basic, i += 2;
+                else if (at(i, "'''")) st = State::ml_literal, i += 2;
+                else if (c == '"') st = State::basic;
+                else if (c == '\'') st = State::literal;
+                else if (c >= 0x80)
+                    fail("{}:{}: invalid TOML: a non-ASCII character outside a string or comment", path, line);
+                break;
+            case State::comment:
+                if (c == '\n') st = State::normal;
+                break;
+            case State::basic:
+                if (c == '\\') ++i;
+                else if (c == '"' || c == '\n') st = State::normal;
+                break;
+            case State::literal:
+                if (c == '\'' || c == '\n') st = State::normal;
+                break;
+            case State::ml_basic:
+                if (c == '\\') {
+                    std::size_t j = i + 1;
+                    while (j < text.size() && (text[j] == ' ' || text[j] == '\t' || text[j] == '\r')) ++j;
+                    if (j < text.size() && text[j] == '\n') st = State::ml_trim;  // a line-ending backslash
+                    else ++i;                                                     // an escape
+                } else if (at(i, R"(""")")) {
+                    st = State::normal, i += 2;
+                }
+                break;
+            case State::ml_trim:  // the whitespace a line-ending backslash removes
+                if (c >= 0x80)
+                    fail("{}:{}: invalid TOML: a non-ASCII character right after a line-ending backslash; start the line with an "
+                         "ASCII character",
+                         path, line);
+                if (c != ' ' && c != '\t' && c != '\r' && c != '\n') st = State::ml_basic, --i;
+                break;
+            case State::ml_literal:
+                if (at(i, "'''")) st = State::normal, i += 2;
+                break;
+        }
+    }
+}
+
 // Applies the TOML file's values to every option that was not given on the command line.
 inline void apply_config(CLI::App& app, const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    DEVIANT_REQUIRE(in.good(), "{}: cannot open the config file", path);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    require_toml_ascii_outside_strings(text, path);
     toml::table table;
     try {
-        table = toml::parse_file(path);
+        table = toml::parse(text, path);
     } catch (const toml::parse_error& e) {
         fail("{}:{}: invalid TOML: {}", path, e.source().begin.line, e.description());
     }
@@ -202,6 +262,7 @@ inline void add_train_options(CLI::App& app, const std::shared_ptr<TrainArgs>& a
     app.add_option("--pack-tokens", a->pack_tokens, "Pack sequences into rows of this many tokens (0 = pad)");
     app.add_flag("--skip-nonfinite", a->skip_nonfinite, "Skip steps with a NaN/inf loss or gradient instead of stopping");
     app.add_flag("--shuffle,!--no-shuffle", [a](std::int64_t n) { a->no_shuffle = n < 0; }, "Shuffle pairs every epoch (default on)");
+    app.add_flag("--zero1", a->zero1, "Under mpirun/srun: shard the AdamW state over the ranks (ZeRO stage 1)");
     app.add_flag("--quiet", a->quiet, "No progress bar");
     app.add_option("--output", a->output, "Output folder: metrics.jsonl, checkpoint-N/, final/");
     app.add_option("--save-every", a->save_every, "Checkpoint every N steps (0 = only the final model)");

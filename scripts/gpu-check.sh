@@ -7,11 +7,12 @@
 #   test      ctest: every CPU-vs-CUDA table, 20 CUDA DPO steps against the CPU float32 run, the
 #             examples (the install test is left out: it configures a new CMake project)
 #   sanitize  compute-sanitizer memcheck over the CUDA cases of the op, optimizer and trainer tests
+#   dist      NCCL data parallelism over every GPU (mpirun), against one process
 #   bench     dpo_step --device cuda (tiny, small, gpt2s; dpo and orpo), then the PyTorch peer in
 #             the same run (eager: all; torch.compile: gpt2s dpo), then compare_steps.py's table
 # Logs go to $OUT (or gpu-check-out/): summary.md, ctest.log, sanitizer.log, deviant.jsonl,
 # torch_eager.jsonl, torch_compiled.jsonl.
-# usage: scripts/gpu-check.sh [all|test|bench] [peer script, default gpu-bundle/torch_dpo_baseline.py]
+# usage: scripts/gpu-check.sh [all|test|dist|bench] [peer script, default gpu-bundle/torch_dpo_baseline.py]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -73,5 +74,38 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
   fi
   python3 benchmarks/compare_steps.py --ours "$out/deviant.jsonl" --eager "$out/torch_eager.jsonl" \
     --compiled "$out/torch_compiled.jsonl" 2>&1 | tee -a "$summary"
+fi
+if [ "$what" = all ] || [ "$what" = dist ]; then
+  # NCCL data parallelism over every GPU of the machine: N ranks x batch 2 against one process x
+  # batch 2N (same global batch), DDPO on the fixture model, 4 steps; losses must agree to 1e-5.
+  gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+  if ! command -v mpirun > /dev/null; then
+    note "dist: no mpirun on this machine (apt-get install openmpi-bin); skipped"
+  elif [ "$gpus" -lt 1 ]; then
+    note "dist: no GPU listed by nvidia-smi; skipped"
+  else
+    pairs=tests/data/models/pairs.jsonl
+    args="train --model tests/data/models/llama --train $pairs --objective ddpo --device cuda --max-steps 4 --lr 5e-3 --quiet"
+    rm -rf "$out/dist-1" "$out/dist-n" "$out/dist-z"
+    timeout 120 build-gpu/bin/deviant $args --batch-size $((2 * gpus)) --output "$out/dist-1" > "$out/dist.log" 2>&1
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 180 mpirun --oversubscribe -np "$gpus" \
+      build-gpu/bin/deviant $args --batch-size 2 --output "$out/dist-n" >> "$out/dist.log" 2>&1
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 180 mpirun --oversubscribe -np "$gpus" \
+      build-gpu/bin/deviant $args --batch-size 2 --zero1 --output "$out/dist-z" >> "$out/dist.log" 2>&1
+    python3 - "$out" "$gpus" <<'PY' | tee -a "$summary"
+import json, sys
+out, n = sys.argv[1], sys.argv[2]
+def losses(d):
+    try:
+        return [json.loads(l)["loss"] for l in open(f"{out}/{d}/metrics.jsonl") if '"loss"' in l]
+    except OSError:
+        return []
+one = losses("dist-1")
+for d, what in (("dist-n", "NCCL"), ("dist-z", "NCCL + ZeRO-1")):
+    got = losses(d)
+    ok = len(got) == len(one) == 4 and all(abs(a - b) <= 1e-5 * abs(b) for a, b in zip(got, one))
+    print(f"dist {what}, {n} GPU(s): {'match' if ok else 'MISMATCH'} (losses {got} vs one process {one})")
+PY
+  fi
 fi
 note "total $(elapsed)"

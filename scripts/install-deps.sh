@@ -16,6 +16,7 @@ packages=(
   libpcre2-dev               # pre-tokenizer regex of tokenizer.json (BPE tokenizer)
   zlib1g-dev                 # gzip compression ratio (diversity metrics)
   clang libclang-rt-dev      # libFuzzer targets (scripts/fuzz.sh)
+  openmpi-bin libopenmpi-dev # data-parallel training over several processes (dist/)
 )
 missing=()
 for p in "${packages[@]}"; do

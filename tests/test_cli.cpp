@@ -241,6 +241,21 @@ BOOST_AUTO_TEST_CASE(train_from_config_and_truncated_data_keeps_checkpoint) {
     Run bad_key = run("train --config " + write_temp("deviant_bad.toml", "[training]\nlearning_rat = 1\n") + " --quiet");
     BOOST_TEST(bad_key.status == 1);
     BOOST_TEST(bad_key.err.find("learning_rat") != std::string::npos, bad_key.err);
+    // characters beyond ASCII: fine inside strings and comments (here one that is not a valid
+    // setting, to stop early), refused with the line elsewhere (the TOML library misbehaves there)
+    Run unicode_ok = run("train --config " + write_temp("deviant_u1.toml", "# caf\xc3\xa9\n[data]\nsystem_prompt = \"caf\xc3\xa9\"\n"
+                                                                          "[objective]\nbeta = -2.0\n") + " --quiet");
+    BOOST_TEST(unicode_ok.status == 1);
+    BOOST_TEST(unicode_ok.err.find("--beta") != std::string::npos, unicode_ok.err);
+    Run stray = run("train --config " + write_temp("deviant_u2.toml", "[data]\nsystem_prompt = \"x\" \xc3\xa9\n") + " --quiet");
+    BOOST_TEST(stray.status == 1);
+    BOOST_TEST(stray.err.find("deviant_u2.toml:2: invalid TOML: a non-ASCII character outside a string or comment") != std::string::npos,
+               stray.err);
+    Run after_backslash = run("train --config " + write_temp("deviant_u3.toml", "[data]\nsystem_prompt = \"\"\"a \\\n\xc3\xa9\"\"\"\n") + " --quiet");
+    BOOST_TEST(after_backslash.status == 1);
+    BOOST_TEST(after_backslash.err.find("deviant_u3.toml:3: invalid TOML: a non-ASCII character right after a line-ending backslash") !=
+                   std::string::npos,
+               after_backslash.err);
     fs::remove_all(out);
 }
 
@@ -450,7 +465,7 @@ BOOST_AUTO_TEST_CASE(resume_checks_the_run_and_cleans_up) {
     for (const auto& [flags, what] : std::vector<std::pair<std::string, std::string>>{
              {same + " --objective sft --max-steps 3", "its objective is \"ddpo\""},
              {same + " --objective ddpo --beta 0.3 --max-steps 3", "objective_settings"},
-             {" --train " + m + "pairs.jsonl --batch-size 1 --objective ddpo --max-steps 3", "batch_size"},
+             {" --train " + m + "pairs.jsonl --batch-size 1 --objective ddpo --max-steps 3", "global_batch"},
              {" --train " + fewer_pairs + " --batch-size 2 --objective ddpo --max-steps 3", "data_hash"}}) {
         Run r = run(base + flags);
         BOOST_TEST(r.status == 1, flags);

@@ -157,7 +157,8 @@ inline std::vector<std::string> resolve_spaces(const PromptResponses& r, const D
     DEVIANT_REQUIRE(r.size() >= 1, "deviation: a prompt needs at least 1 response, got 0");
     std::vector<std::string> spaces = opts.spaces;
     if (spaces.empty()) {
-        for (const auto& [name, _] : r.responses[0].embedding) {
+        for (const auto& entry : r.responses[0].embedding) {
+            const std::string& name = entry.first;
             bool everywhere = std::all_of(r.responses.begin(), r.responses.end(),
                                           [&](const Response& x) { return x.embedding.count(name) > 0; });
             if (everywhere) spaces.push_back(name);

@@ -2247,7 +2247,8 @@ public:
             in.fail(fmt::format("{} takes at most {} argument(s), {} given", what, names_.size(), args.positional.size()));
         for (std::size_t i = 0; i < args.positional.size(); ++i) given_[i] = &args.positional[i];
         for (auto& [k, v] : args.keyword) {
-            const auto it = std::find_if(names_.begin(), names_.end(), [&](const char* n) { return k == n; });
+            const std::string& key = k;  // (a structured binding cannot be captured before C++20 compilers caught up)
+            const auto it = std::find_if(names_.begin(), names_.end(), [&](const char* n) { return key == n; });
             if (it == names_.end()) in.fail(fmt::format("{} got an unexpected keyword argument '{}'", what, k));
             const auto i = std::size_t(it - names_.begin());
             if (given_[i]) in.fail(fmt::format("{} got multiple values for argument '{}'", what, k));

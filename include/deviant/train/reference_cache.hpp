@@ -28,6 +28,7 @@
 #include <span>
 
 #include "deviant/core/content_hash.hpp"
+#include "deviant/dist/communicator.hpp"
 #include "deviant/io/safetensors.hpp"
 #include "deviant/train/pair_rows.hpp"
 
@@ -132,42 +133,55 @@ public:
 
     // Loads the cached log-probs of `pairs` under `ref`, or computes them with `compute(ref, rows)`
     // over batches of `batch_size` pairs (<= 0: all at once) and writes the cache file.
+    // With a communicator of several ranks, every rank must call this: a file every rank can read
+    // is used by all; otherwise each rank computes a contiguous slice of the pairs, the slices are
+    // gathered, and rank 0 writes the file.
     template <class Model, class ComputeFn = ComputeReferenceLogps>
     static CachedReferenceLogps load_or_compute(const std::filesystem::path& cache_dir, std::span<const data::TokenPair> pairs,
-                                                const Model& ref, std::int64_t batch_size, ComputeFn&& compute = {}) {
+                                                const Model& ref, std::int64_t batch_size, ComputeFn&& compute = {},
+                                                dist::Communicator* comm = nullptr) {
         DEVIANT_REQUIRE(!pairs.empty(), "reference cache: no pairs");
         CachedReferenceLogps out;
         out.data_hash = token_pairs_hash(pairs);
         out.model_hash = model_content_hash(ref);
         out.file = file_for(cache_dir, out.data_hash, out.model_hash);
         const std::int64_t n = std::int64_t(pairs.size());
+        const std::int64_t W = comm ? comm->size() : 1, R = comm ? comm->rank() : 0;
 
         std::error_code ec;
+        bool loaded = false;
         if (std::filesystem::exists(out.file, ec)) {
             try {
                 std::tie(out.chosen, out.rejected) = load_verified(out.file, out.data_hash, out.model_hash, n);
                 out.source = CachedReferenceLogps::Source::loaded;
-                return out;
+                loaded = true;
             } catch (const Error& e) {
                 out.note = fmt::format("discarded cached reference log-probs: {}", e.what());
                 out.source = CachedReferenceLogps::Source::recomputed;
             }
         }
+        if (W > 1) loaded = comm->sum(loaded ? 1.0 : 0.0) == double(W);  // all ranks read it, or all compute
+        if (loaded) return out;
 
         std::int64_t chunk = batch_size > 0 ? batch_size : n;
-        std::vector<double> chosen, rejected;
-        chosen.reserve(std::size_t(n));
-        rejected.reserve(std::size_t(n));
-        for (std::int64_t s = 0; s < n; s += chunk) {
-            std::int64_t m = std::min(chunk, n - s);
+        std::vector<double> chosen(std::size_t(n), 0.0), rejected(std::size_t(n), 0.0);
+        const std::int64_t lo = n * R / W, hi = n * (R + 1) / W;
+        for (std::int64_t s = lo; s < hi; s += chunk) {
+            std::int64_t m = std::min(chunk, hi - s);
             SequenceRows rows = make_rows(pairs.subspan(std::size_t(s), std::size_t(m)), ref.store.dtype());
             std::pair<Tensor, Tensor> batch = compute(ref, rows);
             const Tensor &c = batch.first, &r = batch.second;
             DEVIANT_REQUIRE(c.defined() && r.defined() && c.numel() == m && r.numel() == m,
                             "reference cache: batch of pairs [{}, {}) gave {} chosen and {} rejected log-probs, expected {} each", s,
                             s + m, c.defined() ? c.numel() : 0, r.defined() ? r.numel() : 0, m);
-            for (double v : c.to_vector<double>()) chosen.push_back(v);
-            for (double v : r.to_vector<double>()) rejected.push_back(v);
+            std::size_t i = std::size_t(s);
+            for (double v : c.to_vector<double>()) chosen[i++] = v;
+            i = std::size_t(s);
+            for (double v : r.to_vector<double>()) rejected[i++] = v;
+        }
+        if (W > 1) {
+            comm->all_reduce_sum(std::span<double>(chosen));
+            comm->all_reduce_sum(std::span<double>(rejected));
         }
         out.chosen = Tensor::from(chosen, {n});
         out.rejected = Tensor::from(rejected, {n});
@@ -189,7 +203,8 @@ public:
             {"values_hash", ContentHash::hex(values_hash(out.chosen, out.rejected))},
             {"batch_size", std::to_string(chunk)},
         };
-        io::save_safetensors(out.file, {{"chosen", out.chosen}, {"rejected", out.rejected}}, meta);
+        if (R == 0) io::save_safetensors(out.file, {{"chosen", out.chosen}, {"rejected", out.rejected}}, meta);
+        if (W > 1) comm->barrier();  // the file exists for every rank once this returns
         return out;
     }
 
