@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """CPU peer of benchmarks/dpo_step: the same preference-training step in PyTorch eager +
-Hugging Face transformers, float32 on the CPU.
+Hugging Face transformers on the CPU, float32 (or, with --bf16, bf16 autocast over fp32 weights).
 
 Same model shapes (randomly initialised LlamaForCausalLM, SDPA attention, untied head), same
 batch (P pairs = 2P rows of T tokens: chosen rows then rejected rows), prompt = first quarter of
@@ -48,7 +48,7 @@ def seq_logps(logits, labels, mask):
     return (tok * mask).sum(-1), mask.sum(-1)
 
 
-def run(name, objective, steps, warmup):
+def run(name, objective, steps, warmup, bf16=False):
     from transformers import LlamaConfig, LlamaForCausalLM
     L, D, H, KV, FF, V, T, P = CONFIGS[name]
     cfg = LlamaConfig(vocab_size=V, hidden_size=D, intermediate_size=FF,
@@ -72,13 +72,16 @@ def run(name, objective, steps, warmup):
     mask[:, : prompt - 1] = 0  # position t predicts token t+1: completion tokens are prompt..T-1
     beta, lam = 0.1, 0.1
 
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)  # bf16 products, fp32 weights and optimizer
+
     def step():
-        logits = policy(input_ids=ids).logits[:, :-1]
+        with autocast():
+            logits = policy(input_ids=ids).logits[:, :-1]
         lps, n = seq_logps(logits, ids[:, 1:], mask)
         if objective == "dpo":
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 rl = ref(input_ids=ids).logits[:, :-1]
-                rlps, _ = seq_logps(rl, ids[:, 1:], mask)
+            rlps, _ = seq_logps(rl, ids[:, 1:], mask)
             pi = lps[:P] - lps[P:]
             rr = rlps[:P] - rlps[P:]
             loss = -F.logsigmoid(beta * (pi - rr)).mean()
@@ -101,7 +104,7 @@ def run(name, objective, steps, warmup):
     fwd_flops = B * (2 * n_params * T + attn)
     flops = 3 * fwd_flops + (fwd_flops if objective == "dpo" else 0)
     return dict(impl="torch-eager", device="cpu", config=name, objective=objective, compiled=False,
-                dtype="f32", params=n_params, tokens_per_step=tokens, step_s_median=med,
+                dtype="bf16-autocast" if bf16 else "f32", params=n_params, tokens_per_step=tokens, step_s_median=med,
                 step_s_min=min(times), tokens_per_s=tokens / med, tflops=flops / med / 1e12,
                 peak_mem_gib=peak_rss_gib(), peak_mem_kind="process peak RSS",
                 loss=float(loss.detach()))
@@ -114,6 +117,7 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the forward passes (fp32 weights, AdamW, losses)")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -124,6 +128,6 @@ if __name__ == "__main__":
           flush=True)
     for c in a.configs.split(","):
         for o in a.objectives.split(","):
-            r = run(c, o, a.steps, a.warmup)
+            r = run(c, o, a.steps, a.warmup, a.bf16)
             r["mfu"] = r["tflops"] / ceiling
             print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)

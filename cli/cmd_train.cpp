@@ -292,7 +292,7 @@ int run_training(Model& policy, const TrainArgs& a, const io::ModelConfig& confi
     if (!h.steps.empty())
         for (auto key : {"loss", "rewards/accuracies", "rewards/margins", "logps/chosen", "grad_norm", "tokens_per_second"})
             if (h.steps.front().contains(key))
-                fmt::print("{:<28} {:>12.4f} {:>12.4f}\n", key, double(h.steps.front()[key]), double(h.steps.back()[key]));
+                fmt::print("{:<28} {:>12.4f} {:>12.4f}\n", key, h.steps.front().value(key, NAN), h.steps.back().value(key, NAN));
     if (!h.evals.empty())
         for (auto& [k, v] : h.evals.back().items())
             if (k != "step" && v.is_number()) fmt::print("{:<28} {:>12.4f} {:>12.4f}\n", k, before.value(k, NAN), double(v));

@@ -55,9 +55,9 @@ bool mpi_usable() {
     return ok;
 }
 std::string mpirun(int ranks) {
-    // one OpenBLAS thread per rank: the ranks are the parallelism
-    return fmt::format("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1 {} --oversubscribe -np {} {}",
-                       DEVIANT_MPIRUN, ranks, DEVIANT_CLI);
+    // (the ranks split the cores themselves: dist::share_cores_among_local_ranks)
+    return fmt::format("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 {} --oversubscribe -np {} {}", DEVIANT_MPIRUN, ranks,
+                       DEVIANT_CLI);
 }
 
 // 12 pairs of random token ids (< 90) with weights: two steps of 6 per epoch.
@@ -169,6 +169,24 @@ BOOST_AUTO_TEST_CASE(ranks_reproduce_one_process) {
             }
         }
     }
+}
+
+// The last step of an epoch can hold fewer pairs than ranks: 5 pairs, 2 ranks x batch 2 give
+// steps of 4, 1, 4, ...; a rank without pairs still takes part (and rank 0 always has some).
+BOOST_AUTO_TEST_CASE(steps_with_fewer_pairs_than_ranks) {
+    if (!mpi_usable()) return;
+    testing::TempDir dir("deviant_dist_uneven");
+    const fs::path pairs = DEVIANT_TEST_DATA_DIR "/models/pairs.jsonl";
+    const fs::path twin = dir.path / "twin", run = dir.path / "run";
+    Shell t = sh(std::string(DEVIANT_CLI) + train_args(pairs, twin, "ddpo", 2, 3) + " --grad-accumulation 2");
+    Shell r = sh(mpirun(2) + train_args(pairs, run, "ddpo", 2, 3));
+    BOOST_REQUIRE_MESSAGE(t.status == 0, t.out);
+    BOOST_REQUIRE_MESSAGE(r.status == 0, r.out);
+    const std::vector<double> want = losses(twin), got = losses(run);
+    BOOST_REQUIRE_EQUAL(got.size(), 3u);
+    BOOST_REQUIRE_EQUAL(want.size(), 3u);
+    for (std::size_t s = 0; s < 3; ++s) BOOST_TEST(std::abs(got[s] - want[s]) <= 1e-6 * std::abs(want[s]));
+    BOOST_TEST(weight_difference(twin / "final/model.safetensors", run / "final/model.safetensors") < 1e-6);
 }
 
 BOOST_AUTO_TEST_CASE(two_rank_checkpoint_resumes_in_one_process) {

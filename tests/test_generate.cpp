@@ -26,7 +26,7 @@ namespace {
 const std::string data_dir = DEVIANT_TEST_DATA_DIR "/";
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-json fixture() {
+const json& fixture() {  // a reference: range-for over fixture()["..."] must not iterate a temporary
     static const json j = [] {
         std::ifstream in(data_dir + "generate/sampler_fixture.json");
         BOOST_REQUIRE(in.good());

@@ -118,6 +118,41 @@ BOOST_AUTO_TEST_CASE(gradient_accumulation_equals_larger_batch) {
     BOOST_TEST(params[0] != flat_params(*std::make_unique<Llama>(tiny_llama(), ParameterSource{}, 3, DType::f64)));  // it trained
 }
 
+// SFT reads only the chosen completions, so the trainer lays out the chosen sequences alone: the
+// loss and gradients are those of the full layout (padded and packed), with half the sequences.
+BOOST_AUTO_TEST_CASE(sft_skips_the_rejected_sequences_exactly) {
+    auto pairs = random_pairs(6, 9);
+    BOOST_TEST(!make_objective("sft").uses_rejected);
+    BOOST_TEST(make_objective("dpo").uses_rejected);
+    BOOST_TEST(make_objective("orpo").uses_rejected);
+    for (std::int64_t pack : {0, 24}) {
+        BOOST_TEST_CONTEXT((pack ? "packed" : "padded")) {
+            Llama m(tiny_llama(), {}, 5, DType::f64);
+            auto rows_of = [&](bool chosen_only) {
+                return pack ? make_packed_rows(pairs, pack, DType::f64, 0, chosen_only) : make_rows(pairs, DType::f64, 0, chosen_only);
+            };
+            std::vector<double> loss(2);
+            std::vector<std::vector<double>> grads(2);
+            for (int k = 0; k < 2; ++k) {
+                m.store.zero_grad();
+                SequenceRows rows = rows_of(k == 1);
+                BOOST_TEST(rows.sequences() == (k == 1 ? 6 : 12));
+                Tape tape;
+                ObjectiveResult r = make_objective("sft")(pair_logps(tape, m, rows));
+                tape.backward(r.loss);
+                loss[std::size_t(k)] = r.loss.value().item();
+                for (auto& p : m.parameters())
+                    for (double g : p.grad.to_vector<double>()) grads[std::size_t(k)].push_back(g);
+            }
+            BOOST_TEST(std::abs(loss[1] - loss[0]) <= 1e-12 * std::abs(loss[0]));
+            double num = 0, den = 0;
+            for (std::size_t j = 0; j < grads[0].size(); ++j) num += std::pow(grads[1][j] - grads[0][j], 2), den += std::pow(grads[0][j], 2);
+            BOOST_TEST(std::sqrt(num / den) < 1e-12);
+            BOOST_CHECK_THROW(reference_logps(m, rows_of(true)), Error);  // a reference needs both
+        }
+    }
+}
+
 BOOST_AUTO_TEST_CASE(training_lowers_the_loss_and_raises_heldout_accuracy) {
     auto train = random_pairs(32, 3), eval = random_pairs(16, 4);
     Llama m(tiny_llama(), {}, 5, DType::f32);

@@ -6,14 +6,20 @@
 //                       started by a launcher (or the build has no MPI: then a launch of several
 //                       ranks is refused rather than run N times over the same data)
 //   abort_world(code)   ends every rank of the job (MPI_Abort) after this rank failed
+//   share_cores_among_local_ranks()  ranks on one node split its cores (worker pool, OpenBLAS)
 //
 // `deviant train` and any program built on the library call world() and need no other change to
 // run under `mpirun -np N` or `srun`.
 #pragma once
+#include <cblas.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
 
+#include "deviant/core/thread_pool.hpp"
 #include "deviant/dist/communicator.hpp"
 #include "deviant/dist/mpi.hpp"
 #include "deviant/dist/nccl.hpp"
@@ -43,6 +49,28 @@ constexpr bool compiled_with_nccl() {
     return true;
 #else
     return false;
+#endif
+}
+
+// Ranks of this job on this node (1 when unknown).
+inline int local_ranks() {
+    for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
+        if (const char* s = std::getenv(v)) {
+            const int n = std::atoi(s);
+            if (n > 0) return n;
+        }
+    return 1;
+}
+
+// Ranks on one node share its cores: unless DEVIANT_NUM_THREADS / OPENBLAS_NUM_THREADS say
+// otherwise, each rank's worker pool and OpenBLAS get cores / local ranks threads.
+inline void share_cores_among_local_ranks() {
+    const int local = local_ranks();
+    if (local <= 1) return;
+    const int threads = std::max(1, int(std::thread::hardware_concurrency()) / local);
+    if (!std::getenv("DEVIANT_NUM_THREADS")) ThreadPool::set_num_threads(threads);
+#ifdef OPENBLAS_VERSION
+    if (!std::getenv("OPENBLAS_NUM_THREADS") && !std::getenv("OMP_NUM_THREADS")) openblas_set_num_threads(threads);
 #endif
 }
 
@@ -79,6 +107,7 @@ inline std::shared_ptr<Communicator> world(Device device = Device::cpu) {
         w.comm = single_process();
         return w.comm;
     }
+    share_cores_among_local_ranks();
 #ifdef DEVIANT_WITH_MPI
     w.session = std::make_unique<MpiSession>();
 #if defined(DEVIANT_WITH_NCCL) && defined(DEVIANT_WITH_CUDA)

@@ -182,6 +182,7 @@ struct Orpo {
 
 struct Sft {
     static constexpr std::string_view name = "sft";
+    static constexpr bool uses_rejected = false;  // the trainer may skip the rejected sequences
     bool needs_reference() const { return false; }
     bool applies_weights() const { return false; }
 

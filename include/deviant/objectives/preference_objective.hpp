@@ -54,6 +54,12 @@ public:
 
     bool needs_reference() const { return loss.needs_reference(); }
     static constexpr bool weighted() { return Weighting::weighted; }
+    // False when the loss reads only the chosen completions (SFT): a trainer may then leave the
+    // rejected sequences out of the forward pass. A loss says so with `uses_rejected = false`.
+    static constexpr bool uses_rejected() {
+        if constexpr (requires { Loss::uses_rejected; }) return Loss::uses_rejected;
+        else return true;
+    }
 
     ObjectiveResult operator()(const PairLogps& b) const {
         validate(b);

@@ -31,6 +31,7 @@ struct AnyObjective {
     std::string name;
     bool needs_reference = false;
     bool weighted = false;
+    bool uses_rejected = true;  // false: the objective reads only chosen completions (SFT)
     std::function<ObjectiveResult(const PairLogps&)> compute;
     ObjectiveResult operator()(const PairLogps& b) const { return compute(b); }
 };
@@ -41,7 +42,10 @@ struct AnyObjective {
 template <class Objective>
 AnyObjective erase_objective(const std::string& name, Objective objective, const ObjectiveOptions& o) {
     objective.nll_alpha = o.nll_alpha;
-    return AnyObjective{name, objective.needs_reference(), objective.weighted(), [objective](const PairLogps& b) { return objective(b); }};
+    bool uses_rejected = true;
+    if constexpr (requires { objective.uses_rejected(); }) uses_rejected = objective.uses_rejected();
+    return AnyObjective{name, objective.needs_reference(), objective.weighted(), uses_rejected,
+                        [objective](const PairLogps& b) { return objective(b); }};
 }
 
 using ObjectiveFactory = std::function<AnyObjective(const std::string& name, const ObjectiveOptions&)>;

@@ -25,17 +25,18 @@
 namespace deviant {
 
 struct SequenceRows {
-    std::int64_t pairs = 0;        // B; sequences = 2B (chosen 0..B-1, rejected B..2B-1)
+    std::int64_t pairs = 0;        // B; sequences = 2B (chosen 0..B-1, rejected B..2B-1), or B when chosen_only
+    bool chosen_only = false;      // only the chosen sequences were laid out (objectives that never read rejected: SFT)
     TokenBatch batch;              // ids (R, T), segments (R, T)
     Tensor completion_index;       // (R, T-1) int64: sequence whose completion token is predicted at t, else -1
     Tensor full_index;             // (R, T-1) int64: sequence of every predicted token after its first (prompt + completion)
     Tensor completion_mask;        // (R, T-1): completion_index >= 0, in the float dtype
     Tensor full_mask;              // (R, T-1): full_index >= 0
-    Tensor completion_tokens;      // (2B,) completion token counts per sequence
-    Tensor full_tokens;            // (2B,) predicted tokens per sequence (its length - 1)
+    Tensor completion_tokens;      // (S,) completion token counts per sequence
+    Tensor full_tokens;            // (S,) predicted tokens per sequence (its length - 1)
     Tensor chosen_weight;          // (B,)
 
-    std::int64_t sequences() const { return 2 * pairs; }
+    std::int64_t sequences() const { return chosen_only ? pairs : 2 * pairs; }
     std::int64_t rows() const { return batch.ids.defined() ? batch.ids.size(0) : 0; }
 };
 
@@ -50,17 +51,17 @@ struct SequenceRef {
     std::int64_t length() const { return std::int64_t(prompt->size() + completion->size()); }
 };
 
-inline std::vector<SequenceRef> sequences_of(std::span<const data::TokenPair> pairs) {
+inline std::vector<SequenceRef> sequences_of(std::span<const data::TokenPair> pairs, bool chosen_only = false) {
     const std::int64_t B = std::int64_t(pairs.size());
     DEVIANT_REQUIRE(B > 0, "no pairs to batch");
-    std::vector<SequenceRef> seqs(std::size_t(2 * B));
+    std::vector<SequenceRef> seqs(std::size_t(chosen_only ? B : 2 * B));
     for (std::int64_t i = 0; i < B; ++i) {
         const auto& p = pairs[std::size_t(i)];
         DEVIANT_REQUIRE(!p.prompt.empty(), "pair {} has an empty prompt: the first completion token would not be predicted", i);
         DEVIANT_REQUIRE(!p.chosen.empty(), "pair {} has an empty chosen completion", i);
         DEVIANT_REQUIRE(!p.rejected.empty(), "pair {} has an empty rejected completion", i);
         seqs[std::size_t(i)] = {i, false, &p.prompt, &p.chosen};
-        seqs[std::size_t(B + i)] = {i, true, &p.prompt, &p.rejected};
+        if (!chosen_only) seqs[std::size_t(B + i)] = {i, true, &p.prompt, &p.rejected};
     }
     return seqs;
 }
@@ -69,7 +70,7 @@ inline std::vector<SequenceRef> sequences_of(std::span<const data::TokenPair> pa
 inline SequenceRows layout_rows(std::span<const data::TokenPair> pairs, const std::vector<SequenceRef>& seqs,
                                 const std::vector<std::pair<std::int64_t, std::int64_t>>& placement, std::int64_t R, std::int64_t T,
                                 DType dtype, std::int64_t pad_id) {
-    const std::int64_t S = std::int64_t(seqs.size()), B = S / 2;
+    const std::int64_t S = std::int64_t(seqs.size()), B = std::int64_t(pairs.size());
     dtype = compute_dtype(dtype);  // masks, counts and weights of a bf16 model stay float32, as its log-probs
     std::vector<std::int64_t> ids(std::size_t(R * T), pad_id), seg(std::size_t(R * T), -1);
     std::vector<std::int64_t> cidx(std::size_t(R * (T - 1)), -1), fidx(cidx.size(), -1);
@@ -102,6 +103,7 @@ inline SequenceRows layout_rows(std::span<const data::TokenPair> pairs, const st
     for (std::size_t i = 0; i < cidx.size(); ++i) cmask[i] = cidx[i] >= 0, fmask[i] = fidx[i] >= 0;
     SequenceRows rows;
     rows.pairs = B;
+    rows.chosen_only = S == B;
     rows.batch.ids = Tensor::from(ids, {R, T});
     rows.batch.segments = Tensor::from(seg, {R, T});
     rows.completion_index = Tensor::from(cidx, {R, T - 1});
@@ -116,9 +118,11 @@ inline SequenceRows layout_rows(std::span<const data::TokenPair> pairs, const st
 
 }  // namespace detail
 
-// Padded rows: row s holds sequence s (2B rows), right-padded with pad_id to the longest.
-inline SequenceRows make_rows(std::span<const data::TokenPair> pairs, DType dtype = DType::f32, std::int64_t pad_id = 0) {
-    const std::vector<detail::SequenceRef> seqs = detail::sequences_of(pairs);
+// Padded rows: row s holds sequence s (2B rows, or B with chosen_only), right-padded with pad_id
+// to the longest.
+inline SequenceRows make_rows(std::span<const data::TokenPair> pairs, DType dtype = DType::f32, std::int64_t pad_id = 0,
+                              bool chosen_only = false) {
+    const std::vector<detail::SequenceRef> seqs = detail::sequences_of(pairs, chosen_only);
     std::int64_t T = 2;
     std::vector<std::pair<std::int64_t, std::int64_t>> placement;
     for (std::size_t s = 0; s < seqs.size(); ++s) {
@@ -132,14 +136,14 @@ inline SequenceRows make_rows(std::span<const data::TokenPair> pairs, DType dtyp
 // chosen 1, ... each go into the first row with room left (first-fit), else a new row. Rows are
 // as wide as the fullest one. A sequence longer than row_tokens is an error naming its pair.
 inline SequenceRows make_packed_rows(std::span<const data::TokenPair> pairs, std::int64_t row_tokens, DType dtype = DType::f32,
-                                     std::int64_t pad_id = 0) {
+                                     std::int64_t pad_id = 0, bool chosen_only = false) {
     DEVIANT_REQUIRE(row_tokens >= 2, "packing needs rows of at least 2 tokens, got row_tokens = {}", row_tokens);
-    const std::vector<detail::SequenceRef> seqs = detail::sequences_of(pairs);
-    const std::int64_t B = std::int64_t(pairs.size());
+    const std::vector<detail::SequenceRef> seqs = detail::sequences_of(pairs, chosen_only);
+    const std::int64_t B = std::int64_t(pairs.size()), S = std::int64_t(seqs.size());
     std::vector<std::pair<std::int64_t, std::int64_t>> placement(seqs.size());
     std::vector<std::int64_t> used;  // tokens used per row
-    for (std::int64_t k = 0; k < 2 * B; ++k) {
-        const std::int64_t s = (k % 2) * B + k / 2;  // chosen 0, rejected 0, chosen 1, ...
+    for (std::int64_t k = 0; k < S; ++k) {
+        const std::int64_t s = chosen_only ? k : (k % 2) * B + k / 2;  // chosen 0, rejected 0, chosen 1, ...
         const detail::SequenceRef& q = seqs[std::size_t(s)];
         const std::int64_t n = q.length();
         DEVIANT_REQUIRE(n <= row_tokens, "pair {}: prompt + {} is {} tokens ({} + {}), longer than a packed row of {} tokens", q.pair,
@@ -167,11 +171,24 @@ Var masked_sequence_logps(Var token_logps, const Tensor& mask) {
 }
 
 // Policy log-probs on the tape, split into chosen and rejected, with counts and weights filled in.
-// `with_prompt_nll` also records prompt+completion sums (ORPO's TRL convention).
+// `with_prompt_nll` also records prompt+completion sums (ORPO's TRL convention). Rows laid out
+// chosen_only give the chosen log-probs in the rejected fields too (for objectives that never
+// read them: half the forward and backward work of SFT).
 template <class Model>
 PairLogps pair_logps(Tape& t, const Model& model, const SequenceRows& rows, bool with_prompt_nll = false) {
     const std::int64_t B = rows.pairs;
     Var lp = model.next_token_logprobs(t, rows.batch);  // (R, T-1)
+    if (rows.chosen_only) {
+        PairLogps out;
+        out.chosen_logp = out.rejected_logp = sequence_logps(lp, rows.completion_index, B);
+        out.chosen_tokens = out.rejected_tokens = rows.completion_tokens;
+        out.chosen_weight = rows.chosen_weight;
+        if (with_prompt_nll) {
+            out.chosen_full_logp = sequence_logps(lp, rows.full_index, B);
+            out.chosen_full_tokens = rows.full_tokens;
+        }
+        return out;
+    }
     Var completion = sequence_logps(lp, rows.completion_index, 2 * B);
     PairLogps out;
     out.chosen_logp = narrow(completion, 0, 0, B);
@@ -189,6 +206,7 @@ PairLogps pair_logps(Tape& t, const Model& model, const SequenceRows& rows, bool
 // Frozen reference: completion log-probs (chosen, rejected), computed without recording a graph.
 template <class Model>
 std::pair<Tensor, Tensor> reference_logps(const Model& ref, const SequenceRows& rows) {
+    DEVIANT_REQUIRE(!rows.chosen_only, "reference log-probs need the rejected sequences too (rows were laid out chosen-only)");
     NoGradGuard no_grad;
     Tape t;
     Tensor all = sequence_logps(ref.next_token_logprobs(t, rows.batch), rows.completion_index, 2 * rows.pairs).value();

@@ -266,13 +266,15 @@ public:
         std::vector<std::pair<std::string, double>> sums;
         std::int64_t tokens = 0;
         bool finite = true;
+        // this rank's slice; rounded up, so that rank 0 has pairs whenever the step has any (the
+        // last step of an epoch may hold fewer pairs than ranks)
         const std::size_t W = std::size_t(comm_->size()), R = std::size_t(comm_->rank());
-        const std::size_t lo = idx.size() * R / W, hi = idx.size() * (R + 1) / W;
+        const std::size_t lo = (idx.size() * R + W - 1) / W, hi = (idx.size() * (R + 1) + W - 1) / W;
         for (std::size_t s = lo; s < hi; s += std::size_t(opt_.batch_size)) {
             std::vector<std::size_t> micro(idx.begin() + std::ptrdiff_t(s), idx.begin() + std::ptrdiff_t(std::min(hi, s + std::size_t(opt_.batch_size))));
             double share = double(micro.size()) / double(idx.size());
             Tape tape;
-            auto [lp, n_tokens] = batch_logps(tape, train_, train_ref_, micro);
+            auto [lp, n_tokens] = batch_logps(tape, train_, train_ref_, micro, !objective_.uses_rejected);
             tokens += n_tokens;
             ObjectiveResult r = objective_(lp);
             double loss = r.loss.value().item();
@@ -538,17 +540,21 @@ private:
     }
 
     // Log-probs of the pairs `idx` of `set` on the tape, with reference log-probs attached.
+    // chosen_only: lay out the chosen sequences alone (training an objective that never reads the
+    // rejected ones); evaluation keeps both for its ranking accuracy.
     std::pair<PairLogps, std::int64_t> batch_logps(Tape& tape, const std::vector<data::TokenPair>& set, const ReferenceLogps& ref,
-                                                   const std::vector<std::size_t>& idx) {
+                                                   const std::vector<std::size_t>& idx, bool chosen_only = false) {
         std::vector<data::TokenPair> pairs;
         std::vector<double> rc, rr;
         std::int64_t tokens = 0;
         for (std::size_t i : idx) {
             pairs.push_back(set[i]);
-            tokens += std::int64_t(2 * set[i].prompt.size() + set[i].chosen.size() + set[i].rejected.size());
+            tokens += chosen_only ? std::int64_t(set[i].prompt.size() + set[i].chosen.size())
+                                  : std::int64_t(2 * set[i].prompt.size() + set[i].chosen.size() + set[i].rejected.size());
             if (!ref.empty()) rc.push_back(ref.chosen[i]), rr.push_back(ref.rejected[i]);
         }
-        SequenceRows rows = opt_.pack_tokens > 0 ? make_packed_rows(pairs, opt_.pack_tokens, opt_.dtype) : make_rows(pairs, opt_.dtype);
+        SequenceRows rows = opt_.pack_tokens > 0 ? make_packed_rows(pairs, opt_.pack_tokens, opt_.dtype, 0, chosen_only)
+                                                 : make_rows(pairs, opt_.dtype, 0, chosen_only);
         PairLogps lp = pair_logps(tape, model_, rows, opt_.objective_options.orpo_nll_includes_prompt);
         if (!ref.empty()) {
             std::int64_t n = std::int64_t(idx.size());
