@@ -5,6 +5,7 @@
 # weights; PyTorch: bf16 autocast over fp32 weights). Prints a markdown table of median step times,
 # tokens/s, peak memory and the ratio; raw JSON lines go to BUILD/compare_cpu/.
 #   benchmarks/compare_cpu.sh [rounds] [build-dir]      (defaults: 2, build)
+# With LLMC_SRC=<llm.c checkout> also a GPT-2 shape SFT step against llm.c's CPU trainer (below).
 # Needs a Python with torch and transformers (PYTHON, default /work/venv/bin/python or python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,53 @@ for threads in 1 2; do
     done
   done
 done
+# llm.c's CPU trainer (train_gpt2.c, fp32, OpenMP) against deviant's GPT-2 family on the same
+# shape, an SFT step (forward, backward, AdamW) over B x T tokens: given LLMC_SRC, a checkout of
+# github.com/karpathy/llm.c, it is patched to take its inputs from the environment and built in
+# BUILD/compare_cpu/llmc (never in the source tree). GPT2_SHAPE="L C H V T B" picks the shape
+# (default the tiny widths; "12 768 12 50257 1024 4" is GPT-2 124M).
+if [ -n "${LLMC_SRC:-}" ]; then
+  read -r L C H V T B <<< "${GPT2_SHAPE:-4 256 4 8192 256 4}"
+  peer="$out/llmc"
+  mkdir -p "$peer"
+  cp -r "$LLMC_SRC/llmc" "$peer/"
+  sed -e 's|gpt2_build_from_checkpoint(&model, "gpt2_124M.bin");|gpt2_build_from_checkpoint(\&model, getenv("CKPT"));|' \
+      -e 's|const char\* train_tokens = .*|const char* train_tokens = getenv("TRAIN_BIN");|' \
+      -e 's|const char\* val_tokens = .*|const char* val_tokens = getenv("VAL_BIN");|' \
+      -e 's|int B = 4;.*|int B = atoi(getenv("B"));|' -e 's|int T = 64;.*|int T = atoi(getenv("T"));|' \
+      -e 's|for (int step = 0; step <= 40; step++) {|for (int step = 0; step <= atoi(getenv("STEPS")); step++) {|' \
+      "$LLMC_SRC/train_gpt2.c" > "$peer/train_gpt2_env.c"
+  cc -Ofast -march=native -fopenmp -DOMP "$peer/train_gpt2_env.c" -lm -lgomp -o "$peer/train_gpt2_env"
+  "$py" benchmarks/llmc_inputs.py "$peer/inputs" --layers "$L" --channels "$C" --heads "$H" --vocab "$V" --max-t "$T"
+  # deviant: the same GPT-2 (LayerNorm, GELU, learned positions, tied head), SFT on 1 + (T-1) tokens
+  "$py" - "$peer" "$L" "$C" "$H" "$V" "$T" "$B" <<'PY'
+import json, random, sys
+peer, L, C, H, V, T, B = sys.argv[1], *map(int, sys.argv[2:])
+json.dump({"model_type": "gpt2", "vocab_size": V, "n_embd": C, "n_layer": L, "n_head": H, "n_positions": T, "n_inner": 4 * C,
+           "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5, "tie_word_embeddings": True}, open(f"{peer}/config.json", "w"))
+rng = random.Random(1)
+with open(f"{peer}/pairs.jsonl", "w") as f:
+    for _ in range(B * 8):
+        f.write(json.dumps({"prompt_ids": [rng.randrange(V)], "chosen_ids": [rng.randrange(V) for _ in range(T - 1)],
+                            "rejected_ids": [rng.randrange(V)]}) + "\n")
+PY
+  for threads in 1 2; do
+    for round in $(seq "$rounds"); do
+      OMP_NUM_THREADS=$threads CKPT="$peer/inputs/model.bin" TRAIN_BIN="$peer/inputs/train.bin" VAL_BIN="$peer/inputs/val.bin" \
+        B=$B T=$T STEPS=5 "$peer/train_gpt2_env" | grep -o 'took [0-9.]* ms' | tail -n +2 | awk '{print $2}' \
+        | sort -n | awk -v t=$threads '{a[NR]=$1} END {print "{\"threads\":" t ",\"impl\":\"llm.c\",\"step_s\":" a[int((NR+1)/2)]/1000 "}"}' >> "$peer/steps.jsonl"
+      rm -rf "$peer/run"
+      DEVIANT_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads "$build/bin/deviant" train --init-config "$peer/config.json" \
+        --train "$peer/pairs.jsonl" --objective sft --batch-size "$B" --max-steps 5 --lr 1e-4 --no-shuffle --output "$peer/run" --quiet > /dev/null
+      "$py" -c "
+import json, sys
+st = [json.loads(l) for l in open('$peer/run/metrics.jsonl') if '\"loss\"' in l][1:]
+t = sorted(s['tokens'] / s['tokens_per_second'] for s in st)
+print(json.dumps({'threads': $threads, 'impl': 'deviant', 'step_s': t[len(t) // 2]}))" >> "$peer/steps.jsonl"
+    done
+  done
+fi
+
 "$py" - "$out" <<'PY'
 import json, sys, platform
 out = sys.argv[1]
@@ -51,4 +99,18 @@ for key in sorted(ours):
     a, b = ours[key], peer[key]
     print(f"| {key[0]} | {key[1]} | {a['step_s_median']:.3f} | {b['step_s_median']:.3f} | {a['tokens_per_s']:.0f} | {b['tokens_per_s']:.0f} | "
           f"{b['step_s_median'] / a['step_s_median']:.2f}x | {a['peak_mem_gib']:.2f} | {b['peak_mem_gib']:.2f} | {a['peak_mem_gib'] / b['peak_mem_gib']:.2f}x |")
+try:
+    runs = [json.loads(l) for l in open(f"{out}/llmc/steps.jsonl")]
+except OSError:
+    runs = []
+if runs:
+    print()
+    print("GPT-2 shape SFT step (forward, backward, AdamW), deviant's GPT-2 family vs llm.c train_gpt2.c (fp32, OpenMP); best of the rounds")
+    print()
+    print("| threads | deviant s/step | llm.c s/step | speed ratio |")
+    print("|---|---|---|---|")
+    for t in sorted({r["threads"] for r in runs}):
+        d = min(r["step_s"] for r in runs if r["threads"] == t and r["impl"] == "deviant")
+        c = min(r["step_s"] for r in runs if r["threads"] == t and r["impl"] == "llm.c")
+        print(f"| {t} | {d:.3f} | {c:.3f} | {c / d:.2f}x |")
 PY

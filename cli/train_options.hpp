@@ -77,66 +77,105 @@ inline constexpr ConfigKey config_keys[] = {
 };
 
 // TOML allows characters beyond ASCII only inside strings and comments. The TOML library this
-// program is built with (toml++ 3.3) meets some of them elsewhere (a stray "é" after a value, or
-// after the line-ending backslash of a multi-line string) with undefined behaviour, so the text is
-// checked here first and such a character refused with its line.
-inline void require_toml_ascii_outside_strings(const std::string& text, const std::string& path) {
-    enum class State { normal, comment, basic, literal, ml_basic, ml_literal, ml_trim } st = State::normal;
+// program is built with (toml++ 3.3) meets some of them with undefined behaviour (its Unicode
+// whitespace table ends in __builtin_unreachable), and on malformed lines it may look at any
+// character of the line. So the library is only ever given ASCII: this rewrites the text, keeping
+// its meaning and its line numbers. A character beyond ASCII in a basic string becomes its \uXXXX
+// (or \UXXXXXXXX) escape, a literal string holding one becomes the equivalent basic string, one
+// in a comment becomes '?', and one anywhere else is refused with its line, as TOML refuses it;
+// so is text that is not UTF-8.
+inline std::string toml_as_ascii(const std::string& text, const std::string& path) {
+    std::string out;
+    out.reserve(text.size() + text.size() / 8);
     std::size_t line = 1;
+    // the code point of the UTF-8 sequence at i (advancing i past it), or a refusal
+    auto decode = [&](std::size_t& i) -> std::uint32_t {
+        const auto b = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
+        const unsigned char c = b(i);
+        const int n = c >= 0xF0 && c < 0xF5 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
+        DEVIANT_REQUIRE(n > 0 && i + std::size_t(n) <= text.size(), "{}:{}: invalid TOML: the text is not UTF-8", path, line);
+        std::uint32_t cp = c & (0x7F >> n);
+        for (int k = 1; k < n; ++k) {
+            DEVIANT_REQUIRE((b(i + std::size_t(k)) & 0xC0) == 0x80, "{}:{}: invalid TOML: the text is not UTF-8", path, line);
+            cp = (cp << 6) | (b(i + std::size_t(k)) & 0x3F);
+        }
+        const bool overlong = (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000);
+        DEVIANT_REQUIRE(!overlong && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF), "{}:{}: invalid TOML: the text is not UTF-8", path, line);
+        i += std::size_t(n) - 1;
+        return cp;
+    };
+    auto escape = [&](std::uint32_t cp) { out += cp > 0xFFFF ? fmt::format("\\U{:08X}", cp) : fmt::format("\\u{:04X}", cp); };
     auto at = [&](std::size_t i, std::string_view lit) { return text.compare(i, lit.size(), lit) == 0; };
+    // a literal string from i (after its opening quote(s)) to its closing `close`, as a basic string when it holds non-ASCII
+    auto literal = [&](std::size_t& i, std::string_view close) {
+        const bool multi = close.size() == 3;
+        std::size_t end = text.find(close, i);
+        if (!multi) end = std::min(end, text.find('\n', i));
+        if (end == std::string::npos) end = text.size();
+        const bool plain = std::all_of(text.begin() + std::ptrdiff_t(i), text.begin() + std::ptrdiff_t(end),
+                                       [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+        if (plain) {  // as it was
+            out.append(close).append(text, i, end - i);
+            line += std::size_t(std::count(text.begin() + std::ptrdiff_t(i), text.begin() + std::ptrdiff_t(end), '\n'));
+        } else {
+            out += multi ? R"(""")" : "\"";
+            for (std::size_t k = i; k < end; ++k) {
+                const char c = text[k];
+                if (c == '\n') ++line;
+                if (c == '\\' || c == '"') out += '\\', out += c;
+                else if (static_cast<unsigned char>(c) >= 0x80) escape(decode(k));
+                else out += c;
+            }
+        }
+        if (end < text.size() && at(end, close)) out += plain ? std::string(close) : multi ? R"(""")" : "\"", end += close.size();
+        i = end - 1;  // the loop's ++i moves past
+    };
+    enum class State { normal, comment, basic, ml_basic } st = State::normal;
     for (std::size_t i = 0; i < text.size(); ++i) {
-        const unsigned char c = static_cast<unsigned char>(text[i]);
+        const char c = text[i];
+        const bool wide = static_cast<unsigned char>(c) >= 0x80;
         if (c == '\n') ++line;
         switch (st) {
             case State::normal:
-                if (c == '#') st = State::comment;
-                else if (at(i, R"(""")")) st = State::ml_basic, i += 2;
-                else if (at(i, "'''")) st = State::ml_literal, i += 2;
-                else if (c == '"') st = State::basic;
-                else if (c == '\'') st = State::literal;
-                else if (c >= 0x80)
-                    fail("{}:{}: invalid TOML: a non-ASCII character outside a string or comment", path, line);
+                if (wide) fail("{}:{}: invalid TOML: a character beyond ASCII outside a string or comment", path, line);
+                if (c == '#') st = State::comment, out += c;
+                else if (at(i, R"(""")")) st = State::ml_basic, out += R"(""")", i += 2;
+                else if (at(i, "'''")) i += 3, literal(i, "'''");
+                else if (c == '"') st = State::basic, out += c;
+                else if (c == '\'') i += 1, literal(i, "'");
+                else out += c;
                 break;
             case State::comment:
+                if (wide) decode(i), out += '?';
+                else out += c;
                 if (c == '\n') st = State::normal;
                 break;
             case State::basic:
-                if (c == '\\') ++i;
-                else if (c == '"' || c == '\n') st = State::normal;
-                break;
-            case State::literal:
-                if (c == '\'' || c == '\n') st = State::normal;
-                break;
             case State::ml_basic:
-                if (c == '\\') {
-                    std::size_t j = i + 1;
-                    while (j < text.size() && (text[j] == ' ' || text[j] == '\t' || text[j] == '\r')) ++j;
-                    if (j < text.size() && text[j] == '\n') st = State::ml_trim;  // a line-ending backslash
-                    else ++i;                                                     // an escape
-                } else if (at(i, R"(""")")) {
-                    st = State::normal, i += 2;
+                if (wide) {
+                    escape(decode(i));
+                } else if (c == '\\' && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) >= 0x80) {
+                    fail("{}:{}: invalid TOML: a backslash before a character beyond ASCII is not an escape", path, line);
+                } else if (c == '\\' && i + 1 < text.size()) {
+                    out += c;  // an escape (or a line-ending backslash): its next character goes as it is
+                    out += text[++i];
+                    if (text[i] == '\n') ++line;
+                } else {
+                    out += c;
+                    if (st == State::basic && (c == '"' || c == '\n')) st = State::normal;
+                    else if (st == State::ml_basic && at(i, R"(""")")) out += R"("")", i += 2, st = State::normal;
                 }
-                break;
-            case State::ml_trim:  // the whitespace a line-ending backslash removes
-                if (c >= 0x80)
-                    fail("{}:{}: invalid TOML: a non-ASCII character right after a line-ending backslash; start the line with an "
-                         "ASCII character",
-                         path, line);
-                if (c != ' ' && c != '\t' && c != '\r' && c != '\n') st = State::ml_basic, --i;
-                break;
-            case State::ml_literal:
-                if (at(i, "'''")) st = State::normal, i += 2;
                 break;
         }
     }
+    return out;
 }
 
 // Applies the TOML file's values to every option that was not given on the command line.
 inline void apply_config(CLI::App& app, const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     DEVIANT_REQUIRE(in.good(), "{}: cannot open the config file", path);
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    require_toml_ascii_outside_strings(text, path);
+    const std::string text = toml_as_ascii(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()), path);
     toml::table table;
     try {
         table = toml::parse(text, path);
