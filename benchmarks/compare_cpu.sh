@@ -6,12 +6,12 @@
 # tokens/s, peak memory and the ratio; raw JSON lines go to BUILD/compare_cpu/.
 #   benchmarks/compare_cpu.sh [rounds] [build-dir]      (defaults: 2, build)
 # With LLMC_SRC=<llm.c checkout> also a GPT-2 shape SFT step against llm.c's CPU trainer (below).
-# Needs a Python with torch and transformers (PYTHON, default /work/venv/bin/python or python3).
+# Needs a Python with torch and transformers (PYTHON, default python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-2}
 build=${2:-build}
-py=${PYTHON:-$( [ -x /work/venv/bin/python ] && echo /work/venv/bin/python || echo python3 )}
+py=${PYTHON:-python3}
 "$py" -c "import torch, transformers" 2>/dev/null || { echo "compare_cpu.sh: $py lacks torch/transformers (set PYTHON)" >&2; exit 1; }
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build "$build" --target dpo_step > /dev/null

@@ -2,6 +2,17 @@
 # ("parallel-llama") train from TOML files, the trained family's checkpoint loads again to score;
 # the stock `deviant` program knows neither name.
 # -DTRAINER=... -DDEVIANT=... -DDATA=<tests/data> -DWORK=<scratch folder>
+# first_and_last_loss(METRICS FIRST LAST): the loss of the first and of the last step in a metrics.jsonl
+function(first_and_last_loss metrics first_var last_var)
+  file(STRINGS ${metrics} lines REGEX "\"loss\"")
+  list(GET lines 0 first)
+  list(GET lines -1 last)
+  string(REGEX MATCH "\"loss\":([-0-9.e+]+)" _ "${first}")
+  set(${first_var} ${CMAKE_MATCH_1} PARENT_SCOPE)
+  string(REGEX MATCH "\"loss\":([-0-9.e+]+)" _ "${last}")
+  set(${last_var} ${CMAKE_MATCH_1} PARENT_SCOPE)
+endfunction()
+
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
 file(WRITE ${WORK}/run.toml "[model]\npath = \"${DATA}/models/llama\"\n[data]\ntrain = \"${DATA}/models/pairs.jsonl\"\n"
@@ -15,13 +26,7 @@ if(NOT err MATCHES "with dslic on 5 pairs" OR NOT EXISTS ${WORK}/run/final/model
   message(FATAL_ERROR "custom trainer did not train dslic: ${err}")
 endif()
 # the margin loss falls on the training pairs
-file(STRINGS ${WORK}/run/metrics.jsonl lines REGEX "\"loss\"")
-list(GET lines 0 first)
-list(GET lines -1 last)
-string(REGEX MATCH "\"loss\":([-0-9.e+]+)" _ "${first}")
-set(first_loss ${CMAKE_MATCH_1})
-string(REGEX MATCH "\"loss\":([-0-9.e+]+)" _ "${last}")
-set(last_loss ${CMAKE_MATCH_1})
+first_and_last_loss(${WORK}/run/metrics.jsonl first_loss last_loss)
 if(NOT last_loss LESS first_loss)
   message(FATAL_ERROR "dslic loss did not fall: ${first_loss} -> ${last_loss}")
 endif()
@@ -47,13 +52,7 @@ execute_process(COMMAND ${TRAINER} train --config ${WORK}/family.toml --quiet RE
 if(NOT rc EQUAL 0 OR NOT EXISTS ${WORK}/family/final/model.safetensors)
   message(FATAL_ERROR "custom trainer failed to train parallel-llama (${rc}): ${err}")
 endif()
-file(STRINGS ${WORK}/family/metrics.jsonl lines REGEX "\"loss\"")
-list(GET lines 0 first)
-list(GET lines -1 last)
-string(REGEX MATCH "\"loss\":([-0-9.e+]+)" _ "${first}")
-set(family_first ${CMAKE_MATCH_1})
-string(REGEX MATCH "\"loss\":([-0-9.e+]+)" _ "${last}")
-set(family_last ${CMAKE_MATCH_1})
+first_and_last_loss(${WORK}/family/metrics.jsonl family_first family_last)
 if(NOT family_last LESS family_first)
   message(FATAL_ERROR "parallel-llama SFT loss did not fall: ${family_first} -> ${family_last}")
 endif()
