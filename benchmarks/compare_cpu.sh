@@ -5,8 +5,9 @@
 # weights; PyTorch: bf16 autocast over fp32 weights). Prints a markdown table of median step times,
 # tokens/s, peak memory and the ratio; raw JSON lines go to BUILD/compare_cpu/.
 #   benchmarks/compare_cpu.sh [rounds] [build-dir]      (defaults: 2, build)
-# With LLMC_SRC=<llm.c checkout> also a GPT-2 shape SFT step against llm.c's CPU trainer (below).
-# Needs a Python with torch and transformers (PYTHON, default python3).
+# With LLMC_SRC=<llm.c checkout> also a GPT-2 shape SFT step against llm.c's CPU trainer (below);
+# with SmolLM2-135M-Instruct fetched (scripts/fetch-models.sh) and peft installed, a LoRA DPO step
+# against transformers + peft. Needs a Python with torch and transformers (PYTHON, default python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-2}
@@ -76,6 +77,43 @@ print(json.dumps({'threads': $threads, 'impl': 'deviant', 'step_s': t[len(t) // 
   done
 fi
 
+# A LoRA DPO step of a real checkpoint, SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to float32 by
+# both sides), against transformers + peft (benchmarks/torch_lora_dpo_step.py): 4 pairs of 64 prompt
+# + 192 completion tokens per step, rank 16, alpha 32 on every projection, reference log-probs
+# computed once before the steps on both sides. Runs when the model is there (scripts/fetch-models.sh;
+# SMOLLM2_GGUF names another copy) and the Python has peft.
+gguf=${SMOLLM2_GGUF:-${DEVIANT_MODELS_DIR:-$HOME/.cache/deviant/models}/SmolLM2-135M-Instruct.Q4_1.gguf}
+if [ -f "$gguf" ] && "$py" -c "import peft, gguf" 2>/dev/null; then
+  lora="$out/lora"
+  mkdir -p "$lora"
+  cmake --build "$build" --target deviant > /dev/null
+  "$py" - "$lora/pairs.jsonl" <<'PY'
+import json, random, sys
+rng = random.Random(2)
+with open(sys.argv[1], "w") as f:
+    for _ in range(4 * 5):
+        f.write(json.dumps({"prompt_ids": [rng.randrange(1000, 49000) for _ in range(64)],
+                            "chosen_ids": [rng.randrange(1000, 49000) for _ in range(192)],
+                            "rejected_ids": [rng.randrange(1000, 49000) for _ in range(192)]}) + "\n")
+PY
+  for threads in 1 2; do
+    for round in $(seq "$rounds"); do
+      "$py" benchmarks/torch_lora_dpo_step.py "$(dirname "$gguf")" "$(basename "$gguf")" "$lora/pairs.jsonl" --batch-size 4 --steps 5 \
+        --threads "$threads" 2> /dev/null | grep '"impl"' >> "$lora/steps.jsonl"
+      rm -rf "$lora/run"
+      DEVIANT_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads /usr/bin/time -f "%M" -o "$lora/rss" "$build/bin/deviant" train \
+        --model "$gguf" --lora --lora-rank 16 --lora-alpha 32 --objective dpo --train "$lora/pairs.jsonl" --batch-size 4 \
+        --max-steps 5 --lr 1e-5 --no-shuffle --output "$lora/run" --quiet > /dev/null
+      "$py" -c "
+import json
+st = [json.loads(l) for l in open('$lora/run/metrics.jsonl') if '\"loss\"' in l][1:]
+t = sorted(s['tokens'] / s['tokens_per_second'] for s in st)
+print(json.dumps({'impl': 'deviant', 'threads': $threads, 'step_s': t[len(t) // 2], 'tokens_per_step': st[0]['tokens'],
+                  'peak_mem_gib': int(open('$lora/rss').read().split()[-1]) / 2**20}))" >> "$lora/steps.jsonl"
+    done
+  done
+fi
+
 "$py" - "$out" <<'PY'
 import json, sys, platform
 out = sys.argv[1]
@@ -113,4 +151,19 @@ if runs:
         d = min(r["step_s"] for r in runs if r["threads"] == t and r["impl"] == "deviant")
         c = min(r["step_s"] for r in runs if r["threads"] == t and r["impl"] == "llm.c")
         print(f"| {t} | {d:.3f} | {c:.3f} | {c / d:.2f}x |")
+try:
+    runs = [json.loads(l) for l in open(f"{out}/lora/steps.jsonl")]
+except OSError:
+    runs = []
+if runs:
+    print()
+    print("SmolLM2-135M-Instruct LoRA DPO step (r 16 on every projection, 4 pairs x (64 + 192) tokens, float32), deviant vs transformers + peft; best of the rounds")
+    print()
+    print("| threads | deviant s/step | peft s/step | speed ratio | deviant peak GiB | peft peak GiB | memory ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for t in sorted({r["threads"] for r in runs}):
+        d = min((r for r in runs if r["threads"] == t and r["impl"] == "deviant"), key=lambda r: r["step_s"])
+        c = min((r for r in runs if r["threads"] == t and r["impl"] != "deviant"), key=lambda r: r["step_s"])
+        print(f"| {t} | {d['step_s']:.3f} | {c['step_s']:.3f} | {c['step_s'] / d['step_s']:.2f}x | {d['peak_mem_gib']:.2f} | "
+              f"{c['peak_mem_gib']:.2f} | {d['peak_mem_gib'] / c['peak_mem_gib']:.2f}x |")
 PY

@@ -10,7 +10,7 @@
 // Prompt = first quarter of every sequence (masked out of the summed log-probs). FLOPs are counted
 // as the peer counts them: 6 x params x tokens (policy) + 2 x params x tokens (reference) + the
 // attention matmuls (QK^T and PV, causal not discounted). On the CPU, peak memory is the
-// process's peak resident set (getrusage) and MFU is against a float32 cblas_sgemm (1024^3)
+// process's peak resident set (getrusage) and MFU is against a float32 1024^3 product (ops/cpu_gemm.hpp)
 // timed in the same run; on CUDA, times come from cudaDeviceSynchronize around each step and
 // peak memory is the most the caching allocator held (an upper bound of the live bytes).
 //
@@ -100,7 +100,7 @@ void sync(Device d) {
 double cpu_sgemm_tflops() {
     const int n = 1024;
     std::vector<float> a(std::size_t(n) * n, 0.5f), b(std::size_t(n) * n, 0.25f), c(std::size_t(n) * n);
-    auto gemm = [&] { cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n); };
+    auto gemm = [&] { ops::detail::gemm_row_major<float>(false, false, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n); };
     gemm();
     double best = 1e30;
     for (int i = 0; i < 5; ++i) {
@@ -282,7 +282,8 @@ int main(int argc, char** argv) {
             ceiling = cpu_sgemm_tflops();
             header["cpu_threads"] = threads > 0 ? threads : openblas_get_num_threads();
             header["f32_sgemm_tflops"] = round5(ceiling);
-            header["note"] = "CPU run: peak_mem_gib is the process peak RSS, mfu is against the measured 1024^3 cblas_sgemm";
+            header["note"] = "CPU run: peak_mem_gib is the process peak RSS, mfu is against the measured 1024^3 float32 product";
+            header["cpu_gemm"] = ops::cpu_gemm_library_name();
         } else {
 #ifdef DEVIANT_WITH_CUDA
             cuda::require_available();

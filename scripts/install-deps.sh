@@ -6,7 +6,8 @@ packages=(
   cmake ninja-build g++ pkg-config
   libboost-test-dev          # unit tests
   libbenchmark-dev           # micro benchmarks
-  libopenblas-dev            # CPU matrix products
+  libopenblas-dev            # CPU matrix products (float64, and float32 with DEVIANT_CPU_GEMM=openblas)
+  libdnnl-dev                # CPU float32 matrix products (oneDNN; faster than OpenBLAS here, docs/performance.md)
   nlohmann-json3-dev         # JSON / JSON Lines
   libcli11-dev               # command line
   libfmt-dev                 # formatting

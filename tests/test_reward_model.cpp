@@ -175,7 +175,9 @@ BOOST_AUTO_TEST_CASE(cli_train_learns_and_score_writes_rewards) {
     BOOST_TEST(lines[3]["responses"][0]["score"].get<int>() == 1);  // the rest of the line is kept
     with_reward_model(out, [&](auto& m) {
         auto r2 = rewards_of(m, {{1, 5, 9, 2}});
-        BOOST_TEST(std::abs(r2[0] - lines[2]["reward"].get<double>()) < 1e-9);
+        // float32 agreement: the CLI process and this one may split the float32 products over
+        // their threads differently, which changes the last bits of the sums
+        BOOST_TEST(std::abs(r2[0] - lines[2]["reward"].get<double>()) <= 1e-6 * std::max(1.0, std::abs(r2[0])));
         return 0;
     });
 

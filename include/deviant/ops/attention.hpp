@@ -23,8 +23,10 @@
 #include <limits>
 #include <vector>
 
+#include "deviant/ops/blas_threads.hpp"
 #include "deviant/ops/elementwise.hpp"
 #include "deviant/ops/matmul.hpp"
+#include "deviant/ops/vector_math.hpp"
 
 namespace deviant::kernels {
 // q, out (B, H, T, D), k, v (B, Hkv, T, D) contiguous, same floating dtype; segments (B, T) int64
@@ -71,17 +73,12 @@ inline std::vector<AttentionBlock> attention_blocks(const std::int64_t* s, std::
     return out;
 }
 
-// Row-major C (M, N) = alpha op(A) op(B) + beta C through OpenBLAS (float32 or float64).
+// Row-major C (M, N) = alpha op(A) op(B) + beta C (float32 or float64, ops/cpu_gemm.hpp).
 template <class C>
 void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, C alpha, const C* A, std::int64_t lda, const C* B,
           std::int64_t ldb, C beta, C* out, std::int64_t ldc) {
-    if (M == 0 || N == 0) return;
-    const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
-    const int m = blas_int(M, "M"), n = blas_int(N, "N"), k = blas_int(K, "K");
-    if constexpr (std::is_same_v<C, float>)
-        cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, A, blas_ld(lda), B, blas_ld(ldb), beta, out, blas_ld(ldc));
-    else
-        cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, A, blas_ld(lda), B, blas_ld(ldb), beta, out, blas_ld(ldc));
+    gemm_row_major<C>(trans_a, trans_b, M, N, K, alpha, A, std::max<std::int64_t>(lda, 1), B, std::max<std::int64_t>(ldb, 1), beta, out,
+                      std::max<std::int64_t>(ldc, 1));
 }
 
 // A contiguous CPU tensor as a compute-type array: the tensor's own memory when it already is
@@ -102,6 +99,47 @@ struct ComputeCopy {
         }
     }
 };
+
+// bias[j] = 0 for the keys k0 + j (j < keys) of segment `id`, -inf for the others: the same-segment
+// part of the mask, shared by every query row of a block.
+template <class C>
+void segment_bias(const std::int64_t* sb, std::int64_t k0, std::int64_t keys, std::int64_t id, C* bias) {
+    for (std::int64_t j = 0; j < keys; ++j) bias[j] = sb[k0 + j] == id ? C(0) : -std::numeric_limits<C>::infinity();
+}
+
+// One query row of scores sr (keys,): keys [first, last] (with their bias) stay, the rest are 0;
+// kept entries become exp(sr + bias - shift) (below the smallest normal number: 0, which changes
+// no sum of normal values but slows x86 products). Returns the sum of the kept entries (8 lanes,
+// a fixed order). shift = +inf asks for the row's maximum as the shift, written to *max_out.
+template <class C>
+C exp_row(C* sr, std::int64_t keys, std::int64_t first, std::int64_t last, const C* bias, C shift, C* max_out) {
+    for (std::int64_t j = 0; j < first; ++j) sr[j] = C(0);
+    for (std::int64_t j = last + 1; j < keys; ++j) sr[j] = C(0);
+    C* x = sr + first;
+    const C* bx = bias + first;
+    const std::int64_t n = last - first + 1;
+    for (std::int64_t j = 0; j < n; ++j) x[j] += bx[j];
+    if (max_out) *max_out = shift = max_of(x, n);
+    C lane[8] = {};
+    constexpr C tiny = std::numeric_limits<C>::min();
+    std::int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; ++k) {
+            C p = cpu_exp(x[j + k] - shift);
+            p = p < tiny ? C(0) : p;
+            x[j + k] = p;
+            lane[k] += p;
+        }
+    C sum = C(0);
+    for (int k = 0; k < 8; ++k) sum += lane[k];
+    for (; j < n; ++j) {
+        C p = cpu_exp(x[j] - shift);
+        p = p < tiny ? C(0) : p;
+        x[j] = p;
+        sum += p;
+    }
+    return sum;
+}
 
 inline void check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& segments) {
     require_float(q, "causal_attention");
@@ -148,30 +186,28 @@ inline AttentionOutput causal_attention_forward(const Tensor& q_in, const Tensor
         const detail::ComputeCopy<T_> cq(q), ck(k), cv(v);
         std::vector<C> out(static_cast<std::size_t>(q.numel()));
         C* pl = r.lse.template data<C>();
-        std::vector<C> S(static_cast<std::size_t>(detail::attention_block * T));
-        for (std::int64_t b = 0; b < B; ++b) {
-            const std::int64_t* sb = s + b * T;
-            const std::vector<detail::AttentionBlock> blocks = detail::attention_blocks(sb, T);
-            for (std::int64_t h = 0; h < H; ++h) {
+        std::vector<std::vector<detail::AttentionBlock>> row_blocks(static_cast<std::size_t>(B));
+        for (std::int64_t b = 0; b < B; ++b) row_blocks[std::size_t(b)] = detail::attention_blocks(s + b * T, T);
+        // (b, h) pairs in parallel, each product on its worker's thread; every pair writes its own
+        // output rows, so results do not depend on the number of threads.
+        const SingleThreadedBlas blas_scope(ThreadPool::global().size() > 1 && B * H > 1);
+        detail::parallel_range(B * H, [&](std::int64_t p0, std::int64_t p1) {
+            std::vector<C> S(static_cast<std::size_t>(detail::attention_block * T)), bias(static_cast<std::size_t>(T));
+            for (std::int64_t bh = p0; bh < p1; ++bh) {
+                const std::int64_t b = bh / H, h = bh % H;
+                const std::int64_t* sb = s + b * T;
                 const std::int64_t kv = (b * Hkv + h / group) * T * D, qo = (b * H + h) * T * D;
-                for (const detail::AttentionBlock& blk : blocks) {
+                for (const detail::AttentionBlock& blk : row_blocks[std::size_t(b)]) {
                     const std::int64_t rows = blk.rows, k0 = blk.k0, keys = blk.q0 + rows - k0;
+                    detail::segment_bias(sb, k0, keys, blk.id, bias.data());
                     // S (rows, keys) = scale * Q_blk K[k0:]^T, then masked, exponentiated and normalised row by row
                     detail::gemm<C>(false, true, rows, keys, D, C(scale), cq.p + qo + blk.q0 * D, D, ck.p + kv + k0 * D, D, C(0), S.data(), keys);
                     for (std::int64_t r0 = 0; r0 < rows; ++r0) {
                         const std::int64_t i = blk.q0 + r0, last = i - k0;  // keys k0 .. i, those of the same id
                         const std::int64_t first = window > 0 ? std::max<std::int64_t>(0, last - window + 1) : 0;  // sliding window
                         C* sr = S.data() + r0 * keys;
-                        C m = -std::numeric_limits<C>::infinity();
-                        for (std::int64_t j = first; j <= last; ++j)
-                            if (sb[k0 + j] == blk.id) m = std::max(m, sr[j]);
-                        C l = C(0);
-                        for (std::int64_t j = 0; j < keys; ++j) {
-                            C p = j >= first && j <= last && sb[k0 + j] == blk.id ? std::exp(sr[j] - m) : C(0);
-                            if (p < std::numeric_limits<C>::min()) p = C(0);  // subnormal: no effect on the sums, but slow
-                            sr[j] = p;
-                            l += p;
-                        }
+                        C m;
+                        const C l = detail::exp_row(sr, keys, first, last, bias.data(), C(0), &m);
                         const C inv = C(1) / l;  // l >= 1: the diagonal is always allowed
                         for (std::int64_t j = first; j <= last; ++j) sr[j] *= inv;
                         pl[(b * H + h) * T + i] = m + std::log(l);
@@ -180,7 +216,7 @@ inline AttentionOutput causal_attention_forward(const Tensor& q_in, const Tensor
                     detail::gemm<C>(false, false, rows, D, keys, C(1), S.data(), keys, cv.p + kv + k0 * D, D, C(0), out.data() + qo + blk.q0 * D, D);
                 }
             }
-        }
+        }, 1 << 15);
         T_* po = r.out.template data<T_>();
         for (std::size_t n = 0; n < out.size(); ++n) po[n] = store<T_>(out[n]);
     });
@@ -220,50 +256,55 @@ inline AttentionGrads causal_attention_backward(const Tensor& q_in, const Tensor
         const C* pl = lse.template data<C>();
         // Accumulate in the compute type, store once at the end.
         std::vector<C> dq(std::size_t(q.numel()), C(0)), dk(std::size_t(k.numel()), C(0)), dv(std::size_t(v.numel()), C(0));
-        std::vector<C> P(static_cast<std::size_t>(detail::attention_block * T)), dS(P.size()), delta(static_cast<std::size_t>(T));
-        for (std::int64_t b = 0; b < B; ++b) {
-            const std::int64_t* sb = s + b * T;
-            const std::vector<detail::AttentionBlock> blocks = detail::attention_blocks(sb, T);
-            for (std::int64_t h = 0; h < H; ++h) {
-                const std::int64_t kv = (b * Hkv + h / group) * T * D, qo = (b * H + h) * T * D;
-                for (std::int64_t i = 0; i < T; ++i) {  // delta_i = dout_i . out_i
-                    C acc = C(0);
-                    for (std::int64_t d = 0; d < D; ++d) acc += cg.p[qo + i * D + d] * co.p[qo + i * D + d];
-                    delta[std::size_t(i)] = acc;
-                }
-                for (const detail::AttentionBlock& blk : blocks) {
-                    const std::int64_t rows = blk.rows, k0 = blk.k0, keys = blk.q0 + rows - k0;
-                    const C* q_blk = cq.p + qo + blk.q0 * D;
-                    const C* g_blk = cg.p + qo + blk.q0 * D;
-                    const C* k_seg = ck.p + kv + k0 * D;
-                    const C* v_seg = cv.p + kv + k0 * D;
-                    // P = exp(scale Q_blk K[k0:]^T - lse) on the allowed keys, 0 elsewhere
-                    detail::gemm<C>(false, true, rows, keys, D, C(scale), q_blk, D, k_seg, D, C(0), P.data(), keys);
-                    for (std::int64_t r0 = 0; r0 < rows; ++r0) {
-                        const std::int64_t i = blk.q0 + r0, last = i - k0;
-                        const std::int64_t first = window > 0 ? std::max<std::int64_t>(0, last - window + 1) : 0;
-                        const C li = pl[(b * H + h) * T + i];
-                        C* pr = P.data() + r0 * keys;
-                        for (std::int64_t j = 0; j < keys; ++j) {
-                            C p = j >= first && j <= last && sb[k0 + j] == blk.id ? std::exp(pr[j] - li) : C(0);
-                            pr[j] = p < std::numeric_limits<C>::min() ? C(0) : p;  // subnormal: no effect, but slow
+        std::vector<std::vector<detail::AttentionBlock>> row_blocks(static_cast<std::size_t>(B));
+        for (std::int64_t b = 0; b < B; ++b) row_blocks[std::size_t(b)] = detail::attention_blocks(s + b * T, T);
+        // (b, key/value head) pairs in parallel: the query heads of a group add into the same dK and
+        // dV rows, so each pair runs its group's heads in order on one worker (results do not depend
+        // on the number of threads).
+        const SingleThreadedBlas blas_scope(ThreadPool::global().size() > 1 && B * Hkv > 1);
+        detail::parallel_range(B * Hkv, [&](std::int64_t p0, std::int64_t p1) {
+            std::vector<C> P(static_cast<std::size_t>(detail::attention_block * T)), dS(P.size()), delta(static_cast<std::size_t>(T)),
+                bias(static_cast<std::size_t>(T));
+            for (std::int64_t bg = p0; bg < p1; ++bg) {
+                const std::int64_t b = bg / Hkv, kvh = bg % Hkv;
+                const std::int64_t* sb = s + b * T;
+                for (std::int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+                    const std::int64_t kv = (b * Hkv + kvh) * T * D, qo = (b * H + h) * T * D;
+                    for (std::int64_t i = 0; i < T; ++i) {  // delta_i = dout_i . out_i
+                        C acc = C(0);
+                        for (std::int64_t d = 0; d < D; ++d) acc += cg.p[qo + i * D + d] * co.p[qo + i * D + d];
+                        delta[std::size_t(i)] = acc;
+                    }
+                    for (const detail::AttentionBlock& blk : row_blocks[std::size_t(b)]) {
+                        const std::int64_t rows = blk.rows, k0 = blk.k0, keys = blk.q0 + rows - k0;
+                        const C* q_blk = cq.p + qo + blk.q0 * D;
+                        const C* g_blk = cg.p + qo + blk.q0 * D;
+                        const C* k_seg = ck.p + kv + k0 * D;
+                        const C* v_seg = cv.p + kv + k0 * D;
+                        detail::segment_bias(sb, k0, keys, blk.id, bias.data());
+                        // P = exp(scale Q_blk K[k0:]^T - lse) on the allowed keys, 0 elsewhere
+                        detail::gemm<C>(false, true, rows, keys, D, C(scale), q_blk, D, k_seg, D, C(0), P.data(), keys);
+                        for (std::int64_t r0 = 0; r0 < rows; ++r0) {
+                            const std::int64_t i = blk.q0 + r0, last = i - k0;
+                            const std::int64_t first = window > 0 ? std::max<std::int64_t>(0, last - window + 1) : 0;
+                            detail::exp_row(P.data() + r0 * keys, keys, first, last, bias.data(), pl[(b * H + h) * T + i], static_cast<C*>(nullptr));
                         }
+                        // dV[k0:] += P^T dO_blk;  dP = dO_blk V[k0:]^T
+                        detail::gemm<C>(true, false, keys, D, rows, C(1), P.data(), keys, g_blk, D, C(1), dv.data() + kv + k0 * D, D);
+                        detail::gemm<C>(false, true, rows, keys, D, C(1), g_blk, D, v_seg, D, C(0), dS.data(), keys);
+                        for (std::int64_t r0 = 0; r0 < rows; ++r0) {  // dS = P (dP - delta) scale
+                            const C di = delta[std::size_t(blk.q0 + r0)];
+                            C* dr = dS.data() + r0 * keys;
+                            const C* pr = P.data() + r0 * keys;
+                            for (std::int64_t j = 0; j < keys; ++j) dr[j] = pr[j] * (dr[j] - di) * C(scale);
+                        }
+                        // dQ_blk = dS K[k0:];  dK[k0:] += dS^T Q_blk
+                        detail::gemm<C>(false, false, rows, D, keys, C(1), dS.data(), keys, k_seg, D, C(0), dq.data() + qo + blk.q0 * D, D);
+                        detail::gemm<C>(true, false, keys, D, rows, C(1), dS.data(), keys, q_blk, D, C(1), dk.data() + kv + k0 * D, D);
                     }
-                    // dV[k0:] += P^T dO_blk;  dP = dO_blk V[k0:]^T
-                    detail::gemm<C>(true, false, keys, D, rows, C(1), P.data(), keys, g_blk, D, C(1), dv.data() + kv + k0 * D, D);
-                    detail::gemm<C>(false, true, rows, keys, D, C(1), g_blk, D, v_seg, D, C(0), dS.data(), keys);
-                    for (std::int64_t r0 = 0; r0 < rows; ++r0) {  // dS = P (dP - delta) scale
-                        const C di = delta[std::size_t(blk.q0 + r0)];
-                        C* dr = dS.data() + r0 * keys;
-                        const C* pr = P.data() + r0 * keys;
-                        for (std::int64_t j = 0; j < keys; ++j) dr[j] = pr[j] * (dr[j] - di) * C(scale);
-                    }
-                    // dQ_blk = dS K[k0:];  dK[k0:] += dS^T Q_blk
-                    detail::gemm<C>(false, false, rows, D, keys, C(1), dS.data(), keys, k_seg, D, C(0), dq.data() + qo + blk.q0 * D, D);
-                    detail::gemm<C>(true, false, keys, D, rows, C(1), dS.data(), keys, q_blk, D, C(1), dk.data() + kv + k0 * D, D);
                 }
             }
-        }
+        }, 1 << 15);
         auto put = [](const std::vector<C>& src, Tensor& dst) {
             T_* p = dst.template data<T_>();
             for (std::size_t n = 0; n < src.size(); ++n) p[n] = store<T_>(src[n]);

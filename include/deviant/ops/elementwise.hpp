@@ -7,6 +7,7 @@
 #include "deviant/autodiff/tape.hpp"
 #include "deviant/core/thread_pool.hpp"
 #include "deviant/ops/unary_math.hpp"
+#include "deviant/ops/vector_math.hpp"
 
 namespace deviant::ops {
 
@@ -38,6 +39,50 @@ void walk(const Shape& shape, const std::array<const std::int64_t*, N>& strides,
         }
     }
 }
+// Vectorisable float32 loops for the unary ops whose scalar form calls std::exp (exp, sigmoid,
+// SiLU and their derivatives): false when op/T has none (the caller runs the generic loop).
+// sigmoid(x) = 1 / (1 + exp(-x)) needs no branch: exp(-x) = +inf gives 0, 0 gives 1.
+template <class T>
+bool cpu_unary_fast(kernels::UnaryOp op, const T* x, T* y, std::int64_t n) {
+    if constexpr (!std::is_same_v<T, float>) {
+        return false;
+    } else {
+        switch (op) {
+            case kernels::UnaryOp::exp:
+                for (std::int64_t i = 0; i < n; ++i) y[i] = cpu_exp(x[i]);
+                return true;
+            case kernels::UnaryOp::sigmoid:
+                for (std::int64_t i = 0; i < n; ++i) y[i] = 1.0f / (1.0f + cpu_exp(-x[i]));
+                return true;
+            case kernels::UnaryOp::silu:
+                for (std::int64_t i = 0; i < n; ++i) y[i] = x[i] / (1.0f + cpu_exp(-x[i]));
+                return true;
+            default: return false;
+        }
+    }
+}
+template <class T>
+bool cpu_unary_backward_fast(kernels::UnaryOp op, const T* x, const T* y, const T* dy, T* dx, std::int64_t n) {
+    if constexpr (!std::is_same_v<T, float>) {
+        return false;
+    } else {
+        switch (op) {
+            case kernels::UnaryOp::exp:
+                for (std::int64_t i = 0; i < n; ++i) dx[i] = y[i] * dy[i];
+                return true;
+            case kernels::UnaryOp::sigmoid:
+                for (std::int64_t i = 0; i < n; ++i) dx[i] = y[i] * (1.0f - y[i]) * dy[i];
+                return true;
+            case kernels::UnaryOp::silu:
+                for (std::int64_t i = 0; i < n; ++i) {
+                    const float s = 1.0f / (1.0f + cpu_exp(-x[i]));
+                    dx[i] = s * (1.0f + x[i] * (1.0f - s)) * dy[i];
+                }
+                return true;
+            default: return false;
+        }
+    }
+}
 inline void require_float(const Tensor& t, const char* op) {
     DEVIANT_REQUIRE(t.defined(), "{}: undefined tensor", op);
     DEVIANT_REQUIRE(is_floating(t.dtype()), "{}: expected a floating tensor, got {}", op, t.describe());
@@ -58,7 +103,8 @@ inline Tensor unary(kernels::UnaryOp op, const Tensor& x_in) {
         const T* px = x.data<T>();
         T* py = y.data<T>();
         detail::parallel_range(x.numel(), [&](std::int64_t i0, std::int64_t i1) {
-            for (std::int64_t i = i0; i < i1; ++i) py[i] = store<T>(math::unary(op, load(px[i])));
+            if (!detail::cpu_unary_fast(op, px + i0, py + i0, i1 - i0))
+                for (std::int64_t i = i0; i < i1; ++i) py[i] = store<T>(math::unary(op, load(px[i])));
         });
     });
     return y;
@@ -77,8 +123,11 @@ inline Tensor unary_backward(kernels::UnaryOp op, const Tensor& x_in, const Tens
     DEVIANT_DISPATCH_FLOAT(x.dtype(), T, [&] {
         const T *px = x.data<T>(), *py = y.data<T>(), *pg = dy.data<T>();
         T* pd = dx.data<T>();
-        for (std::int64_t i = 0, n = x.numel(); i < n; ++i)
-            pd[i] = store<T>(math::unary_derivative(op, load(px[i]), load(py[i])) * load(pg[i]));
+        detail::parallel_range(x.numel(), [&](std::int64_t i0, std::int64_t i1) {
+            if (!detail::cpu_unary_backward_fast(op, px + i0, py + i0, pg + i0, pd + i0, i1 - i0))
+                for (std::int64_t i = i0; i < i1; ++i)
+                    pd[i] = store<T>(math::unary_derivative(op, load(px[i]), load(py[i])) * load(pg[i]));
+        });
     });
     return dx;
 }

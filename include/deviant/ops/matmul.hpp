@@ -3,13 +3,14 @@
 //                 batch dims -> (..., M, N)
 //   linear(x, w): x (..., in) @ w^T for w stored (out, in), as Hugging Face stores Linear weights.
 // Transposed views (row- or column-major last two dims) go to BLAS with a transpose flag, no copy;
-// other layouts are copied first. CPU: OpenBLAS (bfloat16 multiplies in float32); CUDA: cuBLASLt
+// other layouts are copied first. CPU: oneDNN or OpenBLAS (ops/cpu_gemm.hpp; bfloat16 multiplies in float32); CUDA: cuBLASLt
 // (kernels/matmul.cuh) with float32 accumulation for float32/bfloat16 and float64 for float64.
 #pragma once
 #include <cblas.h>
 
 #include <climits>
 
+#include "deviant/ops/cpu_gemm.hpp"
 #include "deviant/ops/elementwise.hpp"
 #include "deviant/ops/matmul_layout.hpp"
 #include "deviant/ops/skinny_matmul.hpp"
@@ -69,28 +70,16 @@ inline TensorRef batched_operand(const Tensor& t, std::int64_t batch, Tensor& ke
     return ref;
 }
 
-inline int blas_int(std::int64_t v, const char* what) {
-    DEVIANT_REQUIRE(v <= INT_MAX, "matmul: {} = {} exceeds the BLAS integer range", what, v);
-    return int(v);
-}
-
-// CPU: c (contiguous) = a @ b, batch by batch, float32 or float64.
+// CPU: c (contiguous) = a @ b, batch by batch, float32 or float64 (ops/cpu_gemm.hpp).
 template <class T>
 void cpu_gemm(const TensorRef& a, const TensorRef& b, T* c) {
     const std::int64_t batch = a.shape[0], M = a.shape[1], K = a.shape[2], N = b.shape[2];
     MatrixLayout la = matrix_layout(M, K, a.strides[1], a.strides[2]);
     MatrixLayout lb = matrix_layout(K, N, b.strides[1], b.strides[2]);
-    const int m = blas_int(M, "M"), n = blas_int(N, "N"), k = blas_int(K, "K");
-    const int lda = blas_int(la.ld, "lda"), ldb = blas_int(lb.ld, "ldb");
-    const CBLAS_TRANSPOSE ta = la.transposed ? CblasTrans : CblasNoTrans, tb = lb.transposed ? CblasTrans : CblasNoTrans;
     for (std::int64_t i = 0; i < batch; ++i) {
         const T* pa = static_cast<const T*>(a.data) + i * a.strides[0];
         const T* pb = static_cast<const T*>(b.data) + i * b.strides[0];
-        T* pc = c + i * M * N;
-        if constexpr (std::is_same_v<T, float>)
-            cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, 1.0f, pa, lda, pb, ldb, 0.0f, pc, n);
-        else
-            cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, 0.0, pc, n);
+        gemm_row_major<T>(la.transposed, lb.transposed, M, N, K, T(1), pa, la.ld, pb, lb.ld, T(0), c + i * M * N, N);
     }
 }
 }  // namespace detail

@@ -6,10 +6,12 @@
 //   y[i + D/2] = s (x[i + D/2] cos + x[i] sin)
 // The backward is s times the rotation by -angle. CUDA kernel: kernels/rope.cuh.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "deviant/autodiff/tape.hpp"
+#include "deviant/ops/elementwise.hpp"
 
 namespace deviant::kernels {
 // inv_freq (D/2,) float64 on the device; y = scaling * rotation of x.
@@ -50,30 +52,39 @@ inline Tensor rope(const Tensor& x_in, const Tensor& positions, const Tensor& in
         using C = compute_t<T_>;
         const T_* px = x.data<T_>();
         T_* py = y.data<T_>();
-        // cos / sin per (t, i) of one batch row, computed once and shared by its H heads
-        std::vector<C> cos_t(static_cast<std::size_t>(T * half)), sin_t(cos_t.size());
-        for (std::int64_t b = 0; b < B; ++b) {
-            for (std::int64_t t = 0; t < T; ++t) {
-                const double position = double(p[b * T + t]);
-                for (std::int64_t i = 0; i < half; ++i) {
-                    const double a = position * f[i];
-                    cos_t[std::size_t(t * half + i)] = C(scaling * std::cos(a));
-                    sin_t[std::size_t(t * half + i)] = C(scaling * (inverse ? -std::sin(a) : std::sin(a)));
-                }
-            }
-            for (std::int64_t h = 0; h < H; ++h)
-                for (std::int64_t t = 0; t < T; ++t) {
-                    const T_* xr = px + ((b * H + h) * T + t) * D;
-                    T_* yr = py + ((b * H + h) * T + t) * D;
-                    const C* ct = cos_t.data() + t * half;
-                    const C* st = sin_t.data() + t * half;
-                    for (std::int64_t i = 0; i < half; ++i) {
-                        C x1 = load(xr[i]), x2 = load(xr[i + half]);
-                        yr[i] = store<T_>(x1 * ct[i] - x2 * st[i]);
-                        yr[i + half] = store<T_>(x2 * ct[i] + x1 * st[i]);
+        // cos / sin per (t, i) of one batch row, computed once and shared by its H heads, and by the
+        // next rows as long as their positions are the same (padded rows all count 0, 1, 2, ...);
+        // batch rows in parallel
+        detail::parallel_range(B, [&](std::int64_t b0, std::int64_t b1) {
+            std::vector<C> cos_t(static_cast<std::size_t>(T * half)), sin_t(cos_t.size());
+            const std::int64_t* table_positions = nullptr;
+            for (std::int64_t b = b0; b < b1; ++b) {
+                const std::int64_t* row_positions = p + b * T;
+                if (!table_positions || !std::equal(row_positions, row_positions + T, table_positions)) {
+                    for (std::int64_t t = 0; t < T; ++t) {
+                        const double position = double(row_positions[t]);
+                        for (std::int64_t i = 0; i < half; ++i) {
+                            const double a = position * f[i];
+                            cos_t[std::size_t(t * half + i)] = C(scaling * std::cos(a));
+                            sin_t[std::size_t(t * half + i)] = C(scaling * (inverse ? -std::sin(a) : std::sin(a)));
+                        }
                     }
+                    table_positions = row_positions;
                 }
-        }
+                for (std::int64_t h = 0; h < H; ++h)
+                    for (std::int64_t t = 0; t < T; ++t) {
+                        const T_* xr = px + ((b * H + h) * T + t) * D;
+                        T_* yr = py + ((b * H + h) * T + t) * D;
+                        const C* ct = cos_t.data() + t * half;
+                        const C* st = sin_t.data() + t * half;
+                        for (std::int64_t i = 0; i < half; ++i) {
+                            C x1 = load(xr[i]), x2 = load(xr[i + half]);
+                            yr[i] = store<T_>(x1 * ct[i] - x2 * st[i]);
+                            yr[i + half] = store<T_>(x2 * ct[i] + x1 * st[i]);
+                        }
+                    }
+            }
+        }, H * T * D);
     });
     return y;
 }

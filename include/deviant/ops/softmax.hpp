@@ -46,13 +46,13 @@ inline Tensor softmax_forward(const Tensor& x_in, int axis_in, bool log) {
             C m = load(px[0]);
             for (std::int64_t j = 1; j < cols; ++j) m = std::max(m, load(px[j]));
             C s = C(0);
-            for (std::int64_t j = 0; j < cols; ++j) s += std::exp(load(px[j]) - m);
+            for (std::int64_t j = 0; j < cols; ++j) s += cpu_exp(load(px[j]) - m);
             if (log) {
                 C log_s = std::log(s);  // (x - m) - log(s): x - (m + log(s)) would round at the scale of m
                 for (std::int64_t j = 0; j < cols; ++j) py[j] = store<T>((load(px[j]) - m) - log_s);
             } else {
                 C inv = C(1) / s;
-                for (std::int64_t j = 0; j < cols; ++j) py[j] = store<T>(std::exp(load(px[j]) - m) * inv);
+                for (std::int64_t j = 0; j < cols; ++j) py[j] = store<T>(cpu_exp(load(px[j]) - m) * inv);
             }
         }
     });
@@ -80,7 +80,7 @@ inline Tensor softmax_backward(const Tensor& y_in, const Tensor& dy_in, int axis
             for (std::int64_t j = 0; j < cols; ++j) s += log ? load(pg[j]) : load(pg[j]) * load(py[j]);
             for (std::int64_t j = 0; j < cols; ++j) {
                 C yj = load(py[j]), gj = load(pg[j]);
-                pd[j] = store<T>(log ? gj - std::exp(yj) * s : yj * (gj - s));
+                pd[j] = store<T>(log ? gj - cpu_exp(yj) * s : yj * (gj - s));
             }
         }
     });

@@ -177,7 +177,9 @@ Var masked_sequence_logps(Var token_logps, const Tensor& mask) {
 template <class Model>
 PairLogps pair_logps(Tape& t, const Model& model, const SequenceRows& rows, bool with_prompt_nll = false) {
     const std::int64_t B = rows.pairs;
-    Var lp = model.next_token_logprobs(t, rows.batch);  // (R, T-1)
+    // (R, T-1); the LM head runs only where a sum below reads the position (full_index covers
+    // completion_index)
+    Var lp = model.next_token_logprobs(t, rows.batch, with_prompt_nll ? rows.full_index : rows.completion_index);
     if (rows.chosen_only) {
         PairLogps out;
         out.chosen_logp = out.rejected_logp = sequence_logps(lp, rows.completion_index, B);
@@ -209,7 +211,7 @@ std::pair<Tensor, Tensor> reference_logps(const Model& ref, const SequenceRows& 
     DEVIANT_REQUIRE(!rows.chosen_only, "reference log-probs need the rejected sequences too (rows were laid out chosen-only)");
     NoGradGuard no_grad;
     Tape t;
-    Tensor all = sequence_logps(ref.next_token_logprobs(t, rows.batch), rows.completion_index, 2 * rows.pairs).value();
+    Tensor all = sequence_logps(ref.next_token_logprobs(t, rows.batch, rows.completion_index), rows.completion_index, 2 * rows.pairs).value();
     return {all.narrow(0, 0, rows.pairs).contiguous(), all.narrow(0, rows.pairs, rows.pairs).contiguous()};
 }
 
