@@ -123,6 +123,46 @@ BOOST_AUTO_TEST_CASE(whole_model_gradients_llama_and_gpt2) {
     }
 }
 
+// The LM head on scored positions only (what pair_logps asks for): the log-probs of those positions
+// and every parameter gradient equal the full head's, masked to them; the rest read 0; and the
+// finite-difference check holds for the scored path itself.
+BOOST_AUTO_TEST_CASE(scored_positions_match_the_full_head) {
+    std::vector<std::int64_t> ids{1, 5, 3, 7, 2, 9, 4, 4, 0, 10, 6, 8};
+    std::vector<std::int64_t> seg{0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 1};
+    TokenBatch batch{ids_tensor(ids, 2, 6), ids_tensor(seg, 2, 6)};
+    const std::vector<std::int64_t> scored{-1, 0, 0, -1, 1, 1, -1, -1, 2, 2, 2, -1};  // (2, 5) sequence index or -1 (first entry unused)
+    std::vector<std::int64_t> scored_2x5(scored.begin() + 1, scored.begin() + 11);
+    const Tensor scored_t = Tensor::from(scored_2x5, {2, 5});
+    std::vector<double> mask(10);
+    for (std::size_t i = 0; i < mask.size(); ++i) mask[i] = scored_2x5[i] >= 0 ? 1.0 : 0.0;
+    const Tensor mask_t = Tensor::from(mask, {2, 5}, DType::f64);
+    std::mt19937 rng(5);
+    Tensor proj = testing::random_tensor({2, 5}, rng);
+    Llama m(tiny_config(io::ModelFamily::llama), {}, 7, DType::f64);
+    for (auto& p : m.parameters()) p.value = testing::random_tensor(p.value.shape(), rng, -0.5, 0.5);
+    auto grads = [&](bool use_scored) {
+        m.store.zero_grad();
+        Tape t;
+        Var lp = use_scored ? m.next_token_logprobs(t, batch, scored_t) : m.next_token_logprobs(t, batch) * t.constant(mask_t);
+        Var loss = sum_all(lp * t.constant(proj));
+        t.backward(loss);
+        std::vector<std::vector<double>> g{lp.value().to_vector<double>()};
+        for (auto& p : m.parameters()) g.push_back(p.grad.to_vector<double>());
+        return g;
+    };
+    const auto full = grads(false), part = grads(true);
+    BOOST_REQUIRE_EQUAL(full.size(), part.size());
+    for (std::size_t i = 0; i < full.size(); ++i)
+        for (std::size_t j = 0; j < full[i].size(); ++j)
+            BOOST_TEST(std::abs(full[i][j] - part[i][j]) <= 1e-12 * std::max(1.0, std::abs(full[i][j])), "tensor " << i << " entry " << j);
+    check_model_gradients(m, [&](Tape& t) { return sum_all(m.next_token_logprobs(t, batch, scored_t) * t.constant(proj)); });
+    // nothing scored: zeros, and a wrong shape is refused
+    Tape t;
+    const Tensor none = Tensor::full({2, 5}, -1.0, DType::i64);
+    for (double v : m.next_token_logprobs(t, batch, none).value().to_vector<double>()) BOOST_TEST(v == 0.0);
+    BOOST_CHECK_THROW(m.next_token_logprobs(t, batch, Tensor::full({2, 4}, 0.0, DType::i64)), Error);
+}
+
 BOOST_AUTO_TEST_CASE(layer_gradients_with_respect_to_inputs) {
     io::ModelConfig c = tiny_config(io::ModelFamily::llama);
     ParameterStore store(DType::f64, 5);
