@@ -45,7 +45,7 @@ public:
         DEVIANT_REQUIRE(std::int64_t(values.size()) == shape.numel(), "{} values do not fill shape {}",
                         values.size(), shape.str());
         Tensor t = empty(shape, dtype_of<V>());
-        std::memcpy(t.raw_data(), values.data(), values.size() * sizeof(V));
+        if (!values.empty()) std::memcpy(t.raw_data(), values.data(), values.size() * sizeof(V));  // empty spans may hold null
         return dtype == dtype_of<V>() ? t : t.to(dtype);
     }
     template <class V>
