@@ -242,6 +242,24 @@ BOOST_AUTO_TEST_CASE(token_logprobs_in_bf16_follow_f64) {
     check_close(got.logprobs.to_vector<double>(), ref.to_vector<double>(), 1e-5, "bf16 token_logprobs");
 }
 
+// The bf16 backward (bf16 chunk products where the CPU has them, the logit gradient rounded to bf16
+// for them, float32 accumulation over chunks) against float64 on the same bf16 values.
+BOOST_AUTO_TEST_CASE(token_logprobs_gradients_in_bf16_follow_f64) {
+    std::mt19937 rng(52);
+    const std::int64_t n = 45, c = 40, vocab = 300;
+    auto in = random_inputs(rng, {{{n, c}, {-1, 1}}, {{vocab, c}, {-1, 1}}});
+    Tensor targets = random_targets(rng, n, vocab);
+    std::vector<Tensor> rounded{in[0].to(DType::bf16).to(DType::f64), in[1].to(DType::bf16).to(DType::f64)};
+    std::vector<Tensor> narrow{in[0].to(DType::bf16), in[1].to(DType::bf16)};
+    auto want = values_and_grads([&](Tape&, V& v) { return token_logprobs(v[0], v[1], targets); }, rounded, {true, true});
+    for (Chunks ch : {Chunks{}, Chunks{7, 13}}) {
+        BOOST_TEST_CONTEXT("chunks of " << ch.rows << " rows, " << ch.vocab << " entries") {
+            auto got = values_and_grads([&](Tape&, V& v) { return token_logprobs(v[0], v[1], targets, ch); }, narrow, {true, true});
+            check_all_close(got, want, 5e-3, "bf16 token_logprobs");
+        }
+    }
+}
+
 BOOST_AUTO_TEST_CASE(large_logits_stay_finite) {
     // logits row 0 = (1000, 1001, 0), row 1 = (0, 0, -1000), row 2 = (-3e4, -3.003e4, -2e4): exp over/underflows without the max.
     Tensor h = Tensor::from(std::vector<float>{1000, 0, 0, -1000, -30000, -20000}, {3, 2});

@@ -39,6 +39,8 @@ std::vector<OpCase> table() {
         {"linear 3-D", {I::uniform({2, 3, 4}), I::uniform({6, 4})}, [](Tape&, V& v) { return linear(v[0], v[1]); }},
         {"chained", {I::uniform({2, 3}), I::uniform({3, 4}), I::uniform({4, 2})},
          [](Tape&, V& v) { return matmul(matmul(v[0], v[1]), v[2]); }},
+        {"lora linear", {I::uniform({2, 3, 4}), I::uniform({5, 4}), I::uniform({2, 4}), I::uniform({5, 2})},
+         [](Tape&, V& v) { return lora_linear(v[0], v[1], v[2], v[3], 1.5); }},
     };
 }
 std::vector<OpCase> device_table() {
@@ -120,6 +122,48 @@ BOOST_AUTO_TEST_CASE(forward_matches_naive_loops_for_every_layout) {
     Tensor a = Tensor::from(std::vector<double>{1, 2, 3, 4, 5, 6}, {2, 3});
     Tensor b = Tensor::from(std::vector<double>{7, 8, 9, 10, 11, 12}, {3, 2});
     BOOST_TEST(ops::matmul(a, b).to_vector<double>() == std::vector<double>({58, 64, 139, 154}), boost::test_tools::per_element());
+}
+
+// bfloat16 products on shapes past any kernel's blocking (oneDNN's bf16 matmul where the CPU has
+// bf16 instructions, float32 otherwise): float32 results within float32 accumulation error of the
+// float64 product of the same bf16 values, bf16 results within one rounding of it.
+BOOST_AUTO_TEST_CASE(bf16_products_on_larger_shapes_follow_float64) {
+    std::mt19937 rng(23);
+    const std::int64_t M = 37, K = 300, N = 129;
+    Tensor a = random_tensor({M, K}, rng, -1, 1, DType::bf16), b = random_tensor({K, N}, rng, -1, 1, DType::bf16);
+    Tensor a_t = random_tensor({K, M}, rng, -1, 1, DType::bf16).transpose(0, 1);
+    Tensor b_t = random_tensor({N, K}, rng, -1, 1, DType::bf16).transpose(0, 1);
+    Tensor a_padded = random_tensor({M, K + 11}, rng, -1, 1, DType::bf16).narrow(1, 5, K);
+    Tensor a3 = random_tensor({3, M, K}, rng, -1, 1, DType::bf16), b3 = random_tensor({3, K, N}, rng, -1, 1, DType::bf16);
+    const std::vector<std::tuple<const char*, Tensor, Tensor>> cases = {
+        {"plain", a, b}, {"a transposed", a_t, b}, {"b transposed", a, b_t}, {"both transposed", a_t, b_t},
+        {"a padded", a_padded, b_t}, {"batched", a3, b3}, {"shared weight", a3, b_t}};
+    for (const auto& [name, x, y] : cases) {
+        BOOST_TEST_CONTEXT(name) {
+            const std::vector<double> want = naive_matmul(x, y);
+            Tensor wide = ops::matmul(x, y, DType::f32), narrow = ops::matmul(x, y);
+            BOOST_TEST((wide.dtype() == DType::f32 && narrow.dtype() == DType::bf16));
+            check_close(wide.to_vector<double>(), want, 2e-5);
+            check_close(narrow.to_vector<double>(), want, 1.0 / 128);
+        }
+    }
+}
+
+// The fused LoRA node against the composition it replaces (linear, linear, scale, add): the same
+// values and gradients of x, W, A and B in float64.
+BOOST_AUTO_TEST_CASE(lora_linear_equals_its_composition) {
+    OpCase fused{"fused", {InputSpec::uniform({2, 5, 6}), InputSpec::uniform({7, 6}), InputSpec::uniform({3, 6}), InputSpec::uniform({7, 3})},
+                 [](Tape&, std::vector<Var>& v) { return lora_linear(v[0], v[1], v[2], v[3], 0.75); }};
+    OpCase plain = fused;
+    plain.f = [](Tape&, std::vector<Var>& v) { return linear(v[0], v[1]) + scale(linear(linear(v[0], v[2]), v[3]), 0.75); };
+    const std::vector<Tensor> in = make_inputs(fused, DType::f64);
+    const auto got = run_case_on(fused, in, Device::cpu), want = run_case_on(plain, in, Device::cpu);
+    BOOST_REQUIRE_EQUAL(got.size(), 5u);
+    for (std::size_t k = 0; k < got.size(); ++k) BOOST_TEST_CONTEXT("output or gradient " << k) { check_close(got[k], want[k], 1e-12); }
+    Tape tape;
+    BOOST_CHECK_EXCEPTION(lora_linear(tape.leaf(Tensor::zeros({2, 6})), tape.leaf(Tensor::zeros({7, 6})), tape.leaf(Tensor::zeros({3, 5})),
+                                      tape.leaf(Tensor::zeros({7, 3})), 1.0),
+                          Error, [](const Error& e) { return names_both(e, "(7, 6)", "(3, 5)"); });
 }
 
 BOOST_AUTO_TEST_CASE(transposed_views_are_read_in_place) {

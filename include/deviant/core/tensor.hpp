@@ -293,12 +293,32 @@ private:
         auto convert = [&](auto* d, auto s_tag) {
             using S = decltype(s_tag);
             using D = std::remove_pointer_t<decltype(d)>;
+            auto one = [](S v) {
+                if constexpr (std::is_same_v<D, bf16>) return bf16(float(load(v)));
+                else if constexpr (std::is_same_v<S, bf16>) return D(float(v));
+                else return D(v);
+            };
             const S* s = static_cast<const S*>(src.data);
             std::int64_t off = 0;
+            if (src.rank > 0 && src.strides[src.rank - 1] == 1 && src.shape[src.rank - 1] > 0) {
+                // rows of the innermost dim are contiguous: a flat (vectorisable) loop per row, the
+                // odometer over the outer dims only
+                const std::int64_t inner = src.shape[src.rank - 1];
+                for (std::int64_t i = 0; i < n; i += inner) {
+                    const S* row = s + off;
+                    D* out = d + i;
+                    for (std::int64_t j = 0; j < inner; ++j) out[j] = one(row[j]);
+                    for (int k = src.rank - 2; k >= 0; --k) {
+                        off += src.strides[k];
+                        if (++idx[k] < src.shape[k]) break;
+                        off -= src.strides[k] * src.shape[k];
+                        idx[k] = 0;
+                    }
+                }
+                return;
+            }
             for (std::int64_t i = 0; i < n; ++i) {
-                if constexpr (std::is_same_v<D, bf16>) d[i] = bf16(float(load(s[off])));
-                else if constexpr (std::is_same_v<S, bf16>) d[i] = D(float(s[off]));
-                else d[i] = D(s[off]);
+                d[i] = one(s[off]);
                 for (int k = src.rank - 1; k >= 0; --k) {  // odometer increment
                     off += src.strides[k];
                     if (++idx[k] < src.shape[k]) break;

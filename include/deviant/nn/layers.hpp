@@ -44,10 +44,14 @@ struct LowRankAdapter {
     Parameter* b = nullptr;  // (out, r)
     double scaling = 1.0;
     const bool* enabled = nullptr;
+    bool active() const { return *enabled; }
+    // y + scaling * (x A^T) B^T for a projection that computed y itself.
     Var apply(Tape& t, Var x, Var y) const {
         if (!*enabled) return y;
         return y + scale(linear(linear(x, t.param(*a)), t.param(*b)), scaling);
     }
+    // x W^T plus the update for an (out, in) weight W, as one tape node (lora_linear, ops/matmul.hpp).
+    Var linear_with(Tape& t, Var x, Var w) const { return lora_linear(x, w, t.param(*a), t.param(*b), scaling); }
 };
 
 struct Linear {
@@ -65,10 +69,13 @@ struct Linear {
         bias = with_bias ? &s.get(join(prefix, "bias"), {out}, Init::zeros) : nullptr;
     }
     Var forward(Tape& t, Var x) const {
-        Var y = packed && !grad_enabled() && x.value().device() == Device::cpu && !weight->trainable &&
-                        x.value().numel() <= ops::detail::skinny_max_rows * packed->cols
-                    ? t.constant(ops::quantized_linear(x.value(), *packed).to(x.value().dtype()))
-                    : linear(x, t.param(*weight));
+        const bool quantized = packed && !grad_enabled() && x.value().device() == Device::cpu && !weight->trainable &&
+                               x.value().numel() <= ops::detail::skinny_max_rows * packed->cols;
+        if (adapter && adapter->active() && !quantized && x.value().rank() >= 2) {  // one node: base and update
+            Var y = adapter->linear_with(t, x, t.param(*weight));
+            return bias ? y + t.param(*bias) : y;
+        }
+        Var y = quantized ? t.constant(ops::quantized_linear(x.value(), *packed).to(x.value().dtype())) : linear(x, t.param(*weight));
         if (bias) y = y + t.param(*bias);
         return adapter ? adapter->apply(t, x, y) : y;
     }

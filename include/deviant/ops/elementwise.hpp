@@ -42,6 +42,40 @@ void walk(const Shape& shape, const std::array<const std::int64_t*, N>& strides,
 // Vectorisable float32 loops for the unary ops whose scalar form calls std::exp (exp, sigmoid,
 // SiLU and their derivatives): false when op/T has none (the caller runs the generic loop).
 // sigmoid(x) = 1 / (1 + exp(-x)) needs no branch: exp(-x) = +inf gives 0, 0 gives 1.
+// bfloat16 runs the float32 loops on blocks widened on the stack (the generic loop would call
+// std::exp per element).
+inline bool has_fast_exp_loop(kernels::UnaryOp op) {
+    return op == kernels::UnaryOp::exp || op == kernels::UnaryOp::sigmoid || op == kernels::UnaryOp::silu;
+}
+inline constexpr std::int64_t bf16_widen_block = 256;
+template <class T>
+bool cpu_unary_fast(kernels::UnaryOp op, const T* x, T* y, std::int64_t n);
+template <class T>
+bool cpu_unary_backward_fast(kernels::UnaryOp op, const T* x, const T* y, const T* dy, T* dx, std::int64_t n);
+template <>
+inline bool cpu_unary_fast<bf16>(kernels::UnaryOp op, const bf16* x, bf16* y, std::int64_t n) {
+    if (!has_fast_exp_loop(op)) return false;
+    float xb[bf16_widen_block], yb[bf16_widen_block];
+    for (std::int64_t i0 = 0; i0 < n; i0 += bf16_widen_block) {
+        const std::int64_t m = std::min(bf16_widen_block, n - i0);
+        for (std::int64_t j = 0; j < m; ++j) xb[j] = float(x[i0 + j]);
+        cpu_unary_fast<float>(op, xb, yb, m);
+        for (std::int64_t j = 0; j < m; ++j) y[i0 + j] = bf16(yb[j]);
+    }
+    return true;
+}
+template <>
+inline bool cpu_unary_backward_fast<bf16>(kernels::UnaryOp op, const bf16* x, const bf16* y, const bf16* dy, bf16* dx, std::int64_t n) {
+    if (!has_fast_exp_loop(op)) return false;
+    float xb[bf16_widen_block], yb[bf16_widen_block], gb[bf16_widen_block], db[bf16_widen_block];
+    for (std::int64_t i0 = 0; i0 < n; i0 += bf16_widen_block) {
+        const std::int64_t m = std::min(bf16_widen_block, n - i0);
+        for (std::int64_t j = 0; j < m; ++j) xb[j] = float(x[i0 + j]), yb[j] = float(y[i0 + j]), gb[j] = float(dy[i0 + j]);
+        cpu_unary_backward_fast<float>(op, xb, yb, gb, db, m);
+        for (std::int64_t j = 0; j < m; ++j) dx[i0 + j] = bf16(db[j]);
+    }
+    return true;
+}
 template <class T>
 bool cpu_unary_fast(kernels::UnaryOp op, const T* x, T* y, std::int64_t n) {
     if constexpr (!std::is_same_v<T, float>) {
@@ -180,13 +214,23 @@ inline Tensor binary(kernels::BinaryOp op, const Tensor& a, const Tensor& b) {
         const T *pa = static_cast<const T*>(ea.raw_data()), *pb = static_cast<const T*>(eb.raw_data());
         T* po = out.data<T>();
         if (sa >= 0 && sb >= 0 && cols > 0) {
-            detail::parallel_range(rows, [&](std::int64_t r0, std::int64_t r1) {
-                for (std::int64_t r = r0; r < r1; ++r) {
-                    const T *ra = pa + r * sa, *rb = pb + r * sb;
-                    T* ro = po + r * cols;
-                    for (std::int64_t c = 0; c < cols; ++c) ro[c] = store<T>(math::binary(op, load(ra[c]), load(rb[c])));
-                }
-            }, cols);
+            // the op chosen outside the loop, so each loop body is one vectorisable expression
+            auto rows_with = [&](auto f) {
+                detail::parallel_range(rows, [&](std::int64_t r0, std::int64_t r1) {
+                    for (std::int64_t r = r0; r < r1; ++r) {
+                        const T *ra = pa + r * sa, *rb = pb + r * sb;
+                        T* ro = po + r * cols;
+                        for (std::int64_t c = 0; c < cols; ++c) ro[c] = store<T>(f(load(ra[c]), load(rb[c])));
+                    }
+                }, cols);
+            };
+            using kernels::BinaryOp;
+            switch (op) {
+                case BinaryOp::add: rows_with([](auto x, auto y) { return math::binary(BinaryOp::add, x, y); }); break;
+                case BinaryOp::sub: rows_with([](auto x, auto y) { return math::binary(BinaryOp::sub, x, y); }); break;
+                case BinaryOp::mul: rows_with([](auto x, auto y) { return math::binary(BinaryOp::mul, x, y); }); break;
+                case BinaryOp::div: rows_with([](auto x, auto y) { return math::binary(BinaryOp::div, x, y); }); break;
+            }
             return;
         }
         detail::walk<2>(shape, {ea.strides().begin(), eb.strides().begin()}, [&](std::int64_t i, const auto& off) {

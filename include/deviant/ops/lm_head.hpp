@@ -8,9 +8,10 @@
 // Work runs in the compute type (float32 for float32/bfloat16, float64 for float64): the running
 // state, the log-probabilities and log-sum-exp it returns (float32 for a bfloat16 model, so the
 // sequence sums and the loss of mixed-precision training stay float32), and the chunk logits. On
-// the CPU bfloat16 inputs are widened once; on CUDA they stay bfloat16 and the chunk products run
-// on tensor cores with float32 results (the logit gradient is rounded to bf16 for the two backward
-// products, as autocast does); hidden/weight gradients take the input dtype. Chunk order is fixed,
+// CUDA and on CPUs with bf16 products (AVX512-BF16, AMX) bfloat16 inputs stay bfloat16 and the chunk
+// products run in bf16 with float32 results (the logit gradient is rounded to bf16 for the two
+// backward products, as autocast does); other CPUs widen them to float32 once; hidden/weight
+// gradients take the input dtype. Chunk order is fixed,
 // so results are deterministic and independent of the chunk sizes up to rounding.
 // CPU references are here; the CUDA kernels (softmax / gradient parts) are in kernels/lm_head.cuh.
 #pragma once
@@ -88,9 +89,11 @@ inline void check_lm_head_args(const char* op, const Tensor& hidden, const Tenso
     DEVIANT_REQUIRE(weight.size(0) > 0, "{}: empty vocabulary (weight {})", op, weight.shape().str());
 }
 
-// x in the compute type, contiguous (a view of x when it already is); bf16 on CUDA stays bf16
-// (the chunk products take bf16 operands and give float32 results there).
-inline bool lm_head_tensor_cores(const Tensor& x) { return x.device() == Device::cuda && x.dtype() == DType::bf16; }
+// x in the compute type, contiguous (a view of x when it already is); bf16 stays bf16 on CUDA and
+// on CPUs with bf16 products (the chunk products take bf16 operands and give float32 results there).
+inline bool lm_head_tensor_cores(const Tensor& x) {
+    return x.dtype() == DType::bf16 && (x.device() == Device::cuda || cpu_bf16_gemm_available());
+}
 inline Tensor in_compute_type(const Tensor& x) {
     DType c = lm_head_tensor_cores(x) ? DType::bf16 : lm_head_compute_dtype(x.dtype());
     return x.dtype() == c ? x.contiguous() : x.to(x.device(), c);
@@ -100,19 +103,25 @@ inline Tensor chunk_product(const Tensor& a, const Tensor& b) {
     return matmul(a, b, a.dtype() == DType::bf16 ? DType::f32 : a.dtype());
 }
 
-// dst (contiguous view) += a @ b. CPU float32/float64: one product with beta = 1; else a product and an add.
+// dst (contiguous view) += a @ b. CPU float32/float64 operands, or bf16 operands into float32 on a
+// CPU with bf16 products: one product that accumulates; else a product and an add.
 inline void gemm_accumulate(const Tensor& dst, const Tensor& a, const Tensor& b) {
-    if (dst.device() == Device::cpu) {
+    if (dst.device() == Device::cpu && a.dtype() == b.dtype()) {
         MatrixLayout la = matrix_layout(a.size(0), a.size(1), a.strides()[0], a.strides()[1]);
         MatrixLayout lb = matrix_layout(b.size(0), b.size(1), b.strides()[0], b.strides()[1]);
         if (la.ok && lb.ok && a.size(1) > 0) {
-            if (dst.dtype() == DType::f32) {
+            if (dst.dtype() == DType::f32 && a.dtype() == DType::bf16 &&
+                gemm_row_major_bf16<float>(la.transposed, lb.transposed, a.size(0), b.size(1), a.size(1),
+                                           static_cast<const bf16*>(a.raw_data()), la.ld, static_cast<const bf16*>(b.raw_data()), lb.ld,
+                                           dst.data<float>(), b.size(1), true))
+                return;
+            if (dst.dtype() == DType::f32 && a.dtype() == DType::f32) {
                 gemm_row_major<float>(la.transposed, lb.transposed, a.size(0), b.size(1), a.size(1), 1.0f,
                                       static_cast<const float*>(a.raw_data()), la.ld, static_cast<const float*>(b.raw_data()), lb.ld, 1.0f,
                                       dst.data<float>(), b.size(1));
                 return;
             }
-            if (dst.dtype() == DType::f64) {
+            if (dst.dtype() == DType::f64 && a.dtype() == DType::f64) {
                 gemm_row_major<double>(la.transposed, lb.transposed, a.size(0), b.size(1), a.size(1), 1.0,
                                        static_cast<const double*>(a.raw_data()), la.ld, static_cast<const double*>(b.raw_data()), lb.ld, 1.0,
                                        dst.data<double>(), b.size(1));

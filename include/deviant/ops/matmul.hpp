@@ -3,7 +3,8 @@
 //                 batch dims -> (..., M, N)
 //   linear(x, w): x (..., in) @ w^T for w stored (out, in), as Hugging Face stores Linear weights.
 // Transposed views (row- or column-major last two dims) go to BLAS with a transpose flag, no copy;
-// other layouts are copied first. CPU: oneDNN or OpenBLAS (ops/cpu_gemm.hpp; bfloat16 multiplies in float32); CUDA: cuBLASLt
+// other layouts are copied first. CPU: oneDNN or OpenBLAS (ops/cpu_gemm.hpp; bfloat16 on oneDNN's bf16 product, widened to float32
+// where the CPU has none); CUDA: cuBLASLt
 // (kernels/matmul.cuh) with float32 accumulation for float32/bfloat16 and float64 for float64.
 #pragma once
 #include <cblas.h>
@@ -82,6 +83,30 @@ void cpu_gemm(const TensorRef& a, const TensorRef& b, T* c) {
         gemm_row_major<T>(la.transposed, lb.transposed, M, N, K, T(1), pa, la.ld, pb, lb.ld, T(0), c + i * M * N, N);
     }
 }
+
+// CPU bfloat16: out (..., M, N) (float32 or bf16, contiguous) = a @ b on oneDNN's bf16 product
+// (ops/cpu_gemm.hpp); false, with out untouched, when this CPU or build has none.
+inline bool cpu_bf16_matmul(const Tensor& a, const Tensor& b, Tensor& out) {
+    const std::int64_t M = a.size(-2), N = b.size(-1), K = a.size(-1);
+    const bool shared_weight = b.rank() == 2;
+    Tensor a_eff = shared_weight && a.rank() > 2 ? fold_rows(a) : a;
+    const std::int64_t batch = shared_weight ? 1 : out.numel() / (M * N);
+    Tensor keep_a, keep_b;
+    const TensorRef ra = batched_operand(a_eff, batch, keep_a), rb = batched_operand(b, batch, keep_b);
+    const std::int64_t rows = ra.shape[1];
+    const MatrixLayout la = matrix_layout(rows, K, ra.strides[1], ra.strides[2]), lb = matrix_layout(K, N, rb.strides[1], rb.strides[2]);
+    for (std::int64_t i = 0; i < batch; ++i) {
+        const bf16* pa = static_cast<const bf16*>(ra.data) + i * ra.strides[0];
+        const bf16* pb = static_cast<const bf16*>(rb.data) + i * rb.strides[0];
+        const bool ran = out.dtype() == DType::f32
+                             ? gemm_row_major_bf16<float>(la.transposed, lb.transposed, rows, N, K, pa, la.ld, pb, lb.ld,
+                                                          out.data<float>() + i * rows * N, N, false)
+                             : gemm_row_major_bf16<bf16>(la.transposed, lb.transposed, rows, N, K, pa, la.ld, pb, lb.ld,
+                                                         static_cast<bf16*>(out.raw_data()) + i * rows * N, N, false);
+        if (!ran) return false;  // the first product decides: same shape and layout for every batch
+    }
+    return true;
+}
 }  // namespace detail
 
 // a (..., M, K) @ b (K, N) or (..., K, N) -> (..., M, N), in a's dtype or, for bfloat16 operands,
@@ -118,10 +143,6 @@ inline Tensor matmul(const Tensor& a, const Tensor& b, DType out_dtype) {
         else detail::skinny_matmul(x.data<float>(), K, rows, static_cast<const bf16*>(b.raw_data()), N, K, y.data<float>());
         return out_dtype == DType::f32 ? y : y.to(out_dtype);
     }
-    if (a.device() == Device::cpu && a.dtype() == DType::bf16) {  // OpenBLAS has no bf16 gemm here
-        Tensor wide = matmul(a.to(DType::f32), b.to(DType::f32), DType::f32);
-        return out_dtype == DType::f32 ? wide : wide.to(DType::bf16);
-    }
     Shape out_shape = a.shape();
     out_shape[-1] = N;
     Tensor out = Tensor::empty(out_shape, out_dtype, a.device());
@@ -129,6 +150,11 @@ inline Tensor matmul(const Tensor& a, const Tensor& b, DType out_dtype) {
     if (K == 0) {
         out.fill_(0.0);
         return out;
+    }
+    if (a.device() == Device::cpu && a.dtype() == DType::bf16) {
+        if (detail::cpu_bf16_matmul(a, b, out)) return out;
+        Tensor wide = matmul(a.to(DType::f32), b.to(DType::f32), DType::f32);  // no bf16 product here: widen
+        return out_dtype == DType::f32 ? wide : wide.to(DType::bf16);
     }
 
     // A shared weight folds a's batch into M: one GEMM of (batch * M, K) @ (K, N).
@@ -196,6 +222,46 @@ inline Var linear(Var x, Var w) {
             t.accumulate(n.in[1], ops::matmul(g2.transpose(0, 1), x2));
         }
     }, {x.value(), w.value()});
+}
+
+namespace detail {
+struct LoraLinearAttr {
+    double scaling;
+};
+}  // namespace detail
+
+// LoRA on a Hugging Face (out, in) weight as one tape node:
+//   y (..., out) = x W^T + scaling (x A^T) B^T,   W (out, in), A (r, in), B (out, r)
+// It keeps x and u = x A^T (..., r) for backward, not the three (..., out) tensors (base output,
+// update, scaled update) that composing linear / scale / add leaves on the tape. With g = dy:
+//   dx = g W + s (g B) A,   dW = g^T x,   dA = s (g B)^T x,   dB = s g^T u
+inline Var lora_linear(Var x, Var w, Var a, Var b, double scaling) {
+    const Tensor &xv = x.value(), &wv = w.value(), &av = a.value(), &bv = b.value();
+    DEVIANT_REQUIRE(wv.rank() == 2 && av.rank() == 2 && bv.rank() == 2 && av.size(1) == wv.size(1) && bv.size(0) == wv.size(0) &&
+                        bv.size(1) == av.size(0),
+                    "lora_linear: weight {} (out, in), A {} (r, in) and B {} (out, r) do not fit together", wv.shape().str(),
+                    av.shape().str(), bv.shape().str());
+    DEVIANT_REQUIRE(xv.rank() >= 2, "lora_linear: input must be (..., in), got {} with weight {}", xv.shape().str(), wv.shape().str());
+    Tensor u = ops::linear(xv, av);  // (..., r)
+    Tensor y = ops::linear(xv, wv);  // (..., out)
+    add_into(y, ops::affine(ops::linear(u, bv), scaling));
+    return x.tape->record(std::move(y), {x, w, a, b}, [](Tape& t, const Node& n) {
+        const Tensor& g = output_grad(t, n);
+        const Tensor &x = n.saved[0], &u = n.saved[1];
+        const Tensor &w = t.value(n.in[1]), &a = t.value(n.in[2]), &b = t.value(n.in[3]);
+        const double s = n.attr<detail::LoraLinearAttr>().scaling;
+        const Tensor g2 = ops::detail::fold_rows(g);
+        const Tensor gbs = ops::affine(ops::matmul(g2, b), s);  // s (g B), (rows, r)
+        if (t.needs_grad(n, 0)) {
+            Tensor dx = ops::matmul(g2, w);
+            add_into(dx, ops::matmul(gbs, a));
+            t.accumulate(n.in[0], dx.view(x.shape()));
+        }
+        const Tensor x2 = ops::detail::fold_rows(x);
+        if (t.needs_grad(n, 1)) t.accumulate(n.in[1], ops::matmul(g2.transpose(0, 1), x2));
+        if (t.needs_grad(n, 2)) t.accumulate(n.in[2], ops::matmul(gbs.transpose(0, 1), x2));
+        if (t.needs_grad(n, 3)) t.accumulate(n.in[3], ops::affine(ops::matmul(g2.transpose(0, 1), ops::detail::fold_rows(u)), s));
+    }, {xv, u}, detail::LoraLinearAttr{scaling});
 }
 
 }  // namespace deviant
