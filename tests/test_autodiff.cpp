@@ -6,6 +6,7 @@
 #include "op_harness.hpp"
 
 #include "deviant/ops/index.hpp"
+#include "deviant/ops/reduce.hpp"
 #include "deviant/ops/shape.hpp"
 
 using namespace deviant;
@@ -139,6 +140,40 @@ BOOST_AUTO_TEST_CASE(graph_released_and_parameter_grad_accumulates) {
     w = tape.param(p);
     tape.backward(select(w, 0, 1) * select(w, 0, 1));
     BOOST_TEST(p.grad.to_vector<double>() == std::vector<double>({0, 20}), boost::test_tools::per_element());
+}
+
+// --- (e2) backward hands memory back as it goes: op outputs are released once their node has
+// run, a parameter's gradient lives only in Parameter::grad; a released value reads as an error ---
+BOOST_AUTO_TEST_CASE(backward_releases_values_and_holds_parameter_grads_once) {
+    const std::int64_t n = 1 << 16;  // 512 KiB of float64 per value
+    const std::size_t bytes = std::size_t(n) * sizeof(double);
+    Parameter p("w", Tensor::full({n}, 0.5, DType::f64));
+    HostMemoryStats& mem = HostMemoryStats::instance();
+    const std::size_t base = mem.live_bytes();
+    Tape tape;
+    Var w = tape.param(p);
+    Var h = w, first;
+    for (int k = 0; k < 8; ++k) {
+        h = affine(h, 1.5, 0.25);  // keeps no saved tensor: only the tape's value table holds it
+        if (k == 0) first = h;
+    }
+    Var kept = affine(h, 2.0);
+    tape.retain(kept);
+    Var loss = sum_all(kept);
+    const std::size_t after_forward = mem.live_bytes();
+    BOOST_TEST(after_forward - base >= 9 * bytes);  // nine (n) values recorded
+    mem.reset_peak();
+    tape.backward(loss);
+    // the peak is at the start of backward: the values in flight plus a gradient or two
+    BOOST_TEST(mem.peak_live_bytes() <= after_forward + 2 * bytes + 4096);
+    // left: the retained value and the parameter's gradient (once), not the eight intermediates
+    BOOST_TEST(mem.live_bytes() - base <= 2 * bytes + 4096);
+    BOOST_TEST(p.grad.numel() == n);
+    BOOST_TEST(p.grad.to_vector<double>()[0] == 2.0 * std::pow(1.5, 8), boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(w.grad().same_storage(p.grad));
+    BOOST_TEST(kept.value().numel() == n);
+    BOOST_TEST(loss.value().item() == double(n) * kept.value().to_vector<double>()[0], boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(throws_naming([&] { (void)first.value(); }, {"released", "retain"}));
 }
 
 // --- (f) tensor views ---

@@ -43,6 +43,8 @@ void compare_with_reference(Model& policy, const Model* ref, const std::string& 
     PairLogps lp = pair_logps(tape, policy, rows);
     if (ref) std::tie(lp.ref_chosen_logp, lp.ref_rejected_logp) = reference_logps(*ref, rows);
     ObjectiveResult r = make_objective(objective)(lp);
+    tape.retain(lp.chosen_logp);  // read after backward
+    tape.retain(lp.rejected_logp);
     tape.backward(r.loss);
     auto c = lp.chosen_logp.value().to_vector<double>(), rj = lp.rejected_logp.value().to_vector<double>();
     for (std::size_t i = 0; i < c.size(); ++i) {
@@ -145,8 +147,8 @@ BOOST_AUTO_TEST_CASE(scored_positions_match_the_full_head) {
         Tape t;
         Var lp = use_scored ? m.next_token_logprobs(t, batch, scored_t) : m.next_token_logprobs(t, batch) * t.constant(mask_t);
         Var loss = sum_all(lp * t.constant(proj));
+        std::vector<std::vector<double>> g{lp.value().to_vector<double>()};  // read before backward releases it
         t.backward(loss);
-        std::vector<std::vector<double>> g{lp.value().to_vector<double>()};
         for (auto& p : m.parameters()) g.push_back(p.grad.to_vector<double>());
         return g;
     };

@@ -3,9 +3,14 @@
 // A Tape records one Node per differentiable op into a block arena: a plain function pointer
 // for the backward rule (no heap-allocated closure), input/output value ids, up to three saved
 // tensors and a small block of plain-data attributes. backward() walks the nodes in reverse,
-// accumulating gradients (a value used twice receives the sum), adds leaf gradients into their
-// Parameters, then releases the graph. Parameters live outside the tape: the tape holds only
-// activations, so a model's weights and gradients outlive every step.
+// accumulating gradients (a value used twice receives the sum); a Parameter's gradient goes
+// straight into Parameter::grad (adopted the first time, added in place after), never held
+// twice. Memory is handed back as the walk goes: once a node has run, its saved tensors, its
+// output's gradient and its output's value are released (the tape is single-assignment, so no
+// node left to run can read them), so the peak is at the start of backward, not the end. Read a
+// value after backward only if it was retain()ed (the loss always is; leaves always are).
+// Parameters live outside the tape: the tape holds only activations, so a model's weights and
+// gradients outlive every step.
 #pragma once
 #include <array>
 #include <cstring>
@@ -33,6 +38,9 @@ struct Parameter {
     void zero_grad() {
         if (grad.defined()) grad.fill_(0.0);
     }
+    // Drops the gradient buffer (PyTorch's set_to_none): the next backward adopts its first
+    // gradient, so a step's peak memory does not hold last step's gradients.
+    void release_grad() { grad = Tensor{}; }
 };
 
 namespace detail {
@@ -69,7 +77,7 @@ struct Var {
     DType dtype() const { return value().dtype(); }
     Device device() const { return value().device(); }
     bool requires_grad() const;
-    Tensor grad() const;  // after backward (non-parameter values only; undefined if none flowed)
+    Tensor grad() const;  // after backward (a parameter's: its Parameter::grad; undefined if none flowed)
 };
 
 struct Node;
@@ -140,8 +148,16 @@ public:
         return y;
     }
 
-    const Tensor& value(std::int32_t id) const { return values_[id]; }
-    const Tensor& grad(std::int32_t id) const { return grads_[id]; }
+    const Tensor& value(std::int32_t id) const {
+        DEVIANT_REQUIRE(values_[id].defined() || !released_[id], "value #{} was released by backward (retain() it before backward to read it after)", id);
+        return values_[id];
+    }
+    // Keeps an op output's value readable after backward (metrics read after the step, tests).
+    void retain(Var v) {
+        DEVIANT_REQUIRE(v.tape == this, "retain() of a value of another tape");
+        retained_[v.id] = true;
+    }
+    const Tensor& grad(std::int32_t id) const { return params_[id] ? params_[id]->grad : grads_[id]; }
     bool requires_grad(std::int32_t id) const { return requires_grad_[id]; }
     std::size_t num_nodes() const { return n_nodes_; }
     std::size_t num_values() const { return values_.size(); }
@@ -152,8 +168,9 @@ public:
         if (!requires_grad_[id]) return;
         const Tensor& v = values_[id];
         DEVIANT_REQUIRE(g.shape() == v.shape(), "backward produced gradient {} for value {}", g.shape().str(), v.shape().str());
-        if (!grads_[id].defined()) grads_[id] = g.is_contiguous() ? std::move(g) : g.contiguous();
-        else add_into(grads_[id], g);
+        Tensor& into = params_[id] ? params_[id]->grad : grads_[id];
+        if (!into.defined()) into = g.is_contiguous() ? std::move(g) : g.contiguous();
+        else add_into(into, g);
     }
     // Gradient flowing into an input slot of a node, or undefined when that input needs none.
     bool needs_grad(const Node& n, int slot) const { return requires_grad_[n.in[slot]]; }
@@ -168,19 +185,19 @@ public:
         DEVIANT_REQUIRE(seed.shape() == out.shape(), "backward seed {} for output {}", seed.shape().str(), out.shape().str());
         DEVIANT_REQUIRE(requires_grad_[out.id], "backward from a value that does not depend on any parameter");
         grads_[out.id] = std::move(seed);
+        retained_[out.id] = true;
         for (std::size_t i = n_nodes_; i-- > 0;) {
             Node& n = node(i);
             if (grads_[n.out].defined()) n.backward(*this, n);
-            n.saved = {};  // free activations as soon as possible
-            // an op output's gradient has reached its inputs: release it (about half of a step's
-            // peak memory); leaves (and so parameters) and the seeded output keep theirs
+            // the node has run and every node that reads its output (recorded later) ran before
+            // it: its saved tensors, its output's gradient and (unless retained) its output's
+            // value are no longer needed. Leaves (and so parameters) keep theirs.
+            n.saved = {};
             if (n.out != out.id) grads_[n.out] = Tensor{};
-        }
-        for (std::int32_t id : param_ids_) {
-            Parameter* p = params_[id];
-            if (!grads_[id].defined()) continue;
-            if (!p->grad.defined()) p->grad = Tensor::zeros(p->value.shape(), p->value.dtype(), p->value.device());
-            add_into(p->grad, grads_[id]);
+            if (!retained_[n.out]) {
+                values_[n.out] = Tensor{};
+                released_[n.out] = true;
+            }
         }
         clear_graph();
     }
@@ -196,6 +213,8 @@ public:
         values_.clear();
         grads_.clear();
         requires_grad_.clear();
+        retained_.clear();
+        released_.clear();
         params_.clear();
         param_ids_.clear();
         param_index_.clear();
@@ -208,6 +227,8 @@ private:
         values_.push_back(std::move(t));
         grads_.emplace_back();
         requires_grad_.push_back(rg);
+        retained_.push_back(false);
+        released_.push_back(false);
         params_.push_back(p);
         return Var{this, std::int32_t(values_.size() - 1)};
     }
@@ -220,7 +241,7 @@ private:
     std::vector<std::unique_ptr<Node[]>> blocks_;  // the node arena: blocks are reused across steps
     std::size_t n_nodes_ = 0;
     std::deque<Tensor> values_, grads_;  // a deque: references handed out by value() stay valid as ops record
-    std::vector<bool> requires_grad_;
+    std::vector<bool> requires_grad_, retained_, released_;
     std::vector<Parameter*> params_;
     std::vector<std::int32_t> param_ids_;
     std::unordered_map<const Parameter*, std::int32_t> param_index_;

@@ -8,6 +8,7 @@
 // Testing hook: PoisonAllocations fills every new block with NaN bytes so that a kernel that
 // leaves part of its output unwritten is caught by the tests.
 #pragma once
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #if defined(__GLIBC__)
@@ -123,6 +124,30 @@ private:
     std::size_t allocated_bytes_ = 0, cached_bytes_ = 0, live_bytes_ = 0, peak_live_bytes_ = 0;
 };
 
+// Bytes of host tensor memory in live blocks and their peak since reset: what a step holds,
+// whatever the C heap keeps cached. Tests use it to check that the tape releases what backward
+// no longer needs; the trainer reports the peak per step.
+class HostMemoryStats {
+public:
+    static HostMemoryStats& instance() {
+        static HostMemoryStats s;
+        return s;
+    }
+    std::size_t live_bytes() const { return live_.load(std::memory_order_relaxed); }
+    std::size_t peak_live_bytes() const { return peak_.load(std::memory_order_relaxed); }
+    void reset_peak() { peak_.store(live_bytes(), std::memory_order_relaxed); }
+    void note_allocated(std::size_t bytes) {
+        std::size_t now = live_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+        std::size_t peak = peak_.load(std::memory_order_relaxed);
+        while (now > peak && !peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+        }
+    }
+    void note_freed(std::size_t bytes) { live_.fetch_sub(bytes, std::memory_order_relaxed); }
+
+private:
+    std::atomic<std::size_t> live_{0}, peak_{0};
+};
+
 // One block of tensor memory on one device; freed (or returned to the cache) on destruction.
 class Storage {
 public:
@@ -139,6 +164,7 @@ public:
 #endif
             data_ = std::aligned_alloc(64, (n + 63) & ~std::size_t(63));
             DEVIANT_REQUIRE(data_ != nullptr, "out of host memory allocating {} bytes", bytes);
+            HostMemoryStats::instance().note_allocated(n);
             if (detail::poison_flag()) std::memset(data_, 0xFF, n);
         } else {
             data_ = CudaCachingAllocator::instance().allocate(n);
@@ -150,8 +176,10 @@ public:
         : data_(data), bytes_(bytes), device_(Device::cpu), external_(std::move(keep_alive)), borrowed_(true) {}
     ~Storage() {
         if (borrowed_) return;
-        if (device_ == Device::cpu) std::free(data_);
-        else CudaCachingAllocator::instance().deallocate(data_);
+        if (device_ == Device::cpu) {
+            std::free(data_);
+            HostMemoryStats::instance().note_freed(bytes_ ? bytes_ : 1);
+        } else CudaCachingAllocator::instance().deallocate(data_);
     }
     Storage(const Storage&) = delete;
     Storage& operator=(const Storage&) = delete;

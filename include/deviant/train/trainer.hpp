@@ -394,9 +394,10 @@ private:
         return sh;
     }
 
+    // Gradients are dropped, not zeroed: backward adopts the first gradient of each parameter, so
+    // the forward pass and the start of backward run without last step's gradient buffers.
     void zero_all_grads() {
-        for (Parameter* p : params_)
-            if (p->grad.defined()) p->zero_grad();
+        for (Parameter* p : params_) p->release_grad();
     }
 
     // Sums named numbers over the ranks. Names follow rank 0's list (rank 0 always has pairs);
