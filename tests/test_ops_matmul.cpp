@@ -5,6 +5,9 @@
 #include "op_harness.hpp"
 
 #include "deviant/ops/matmul.hpp"
+#if defined(DEVIANT_WITH_CUDA)
+#include "deviant/kernels/cublaslt_api.hpp"
+#endif
 
 using namespace deviant;
 using namespace deviant::testing;
@@ -41,6 +44,20 @@ std::vector<OpCase> table() {
          [](Tape&, V& v) { return matmul(matmul(v[0], v[1]), v[2]); }},
         {"lora linear", {I::uniform({2, 3, 4}), I::uniform({5, 4}), I::uniform({2, 4}), I::uniform({5, 2})},
          [](Tape&, V& v) { return lora_linear(v[0], v[1], v[2], v[3], 1.5); }},
+        // the bias added in place to the product (one node); its gradient is dy summed over rows
+        {"linear with bias", {I::uniform({2, 3, 4}), I::uniform({5, 4}), I::uniform({5})},
+         [](Tape&, V& v) { return linear(v[0], v[1], v[2]); }},
+        {"shared weight with bias", {I::uniform({2, 3, 4}), I::uniform({4, 5}), I::uniform({5})},
+         [](Tape&, V& v) { return matmul(v[0], v[1], v[2]); }},
+        {"batched with bias", {I::uniform({2, 3, 4}), I::uniform({2, 4, 5}), I::uniform({5})},
+         [](Tape&, V& v) { return matmul(v[0], v[1], v[2]); }},
+        // the activation recomputed in backward instead of kept
+        {"gelu then product (in, out) with bias", {I::uniform({2, 3, 4}), I::uniform({4, 5}), I::uniform({5})},
+         [](Tape&, V& v) { return activation_matmul(kernels::UnaryOp::gelu_tanh, v[0], v[1], WeightLayout::in_out, v[2]); }},
+        {"silu then product (out, in)", {I::uniform({2, 3, 4}), I::uniform({5, 4})},
+         [](Tape&, V& v) { return activation_matmul(kernels::UnaryOp::silu, v[0], v[1], WeightLayout::out_in); }},
+        {"lora linear with bias", {I::uniform({2, 3, 4}), I::uniform({5, 4}), I::uniform({2, 4}), I::uniform({5, 2}), I::uniform({5})},
+         [](Tape&, V& v) { return lora_linear(v[0], v[1], v[2], v[3], 1.5, v[4]); }},
     };
 }
 std::vector<OpCase> device_table() {
@@ -49,6 +66,8 @@ std::vector<OpCase> device_table() {
     auto t = table();
     t.push_back({"larger batched", {I::uniform({3, 33, 65}), I::uniform({3, 65, 17})}, [](Tape&, V& v) { return matmul(v[0], v[1]); }});
     t.push_back({"larger linear", {I::uniform({4, 31, 64}), I::uniform({48, 64})}, [](Tape&, V& v) { return linear(v[0], v[1]); }});
+    t.push_back({"larger linear with bias", {I::uniform({4, 31, 64}), I::uniform({48, 64}), I::uniform({48})},
+                 [](Tape&, V& v) { return linear(v[0], v[1], v[2]); }});
     return t;
 }
 
@@ -166,6 +185,57 @@ BOOST_AUTO_TEST_CASE(lora_linear_equals_its_composition) {
                           Error, [](const Error& e) { return names_both(e, "(7, 6)", "(3, 5)"); });
 }
 
+// The bias epilogue (added in place, its gradient summed over rows by bias_grad) against adding
+// the bias as a separate broadcast op, in float64, on a shape large enough to split across threads.
+BOOST_AUTO_TEST_CASE(bias_epilogue_equals_an_added_bias) {
+    using I = InputSpec;
+    for (bool conv1d : {false, true}) {
+        OpCase fused{"fused", {I::uniform({4, 64, 32}), I::uniform(conv1d ? Shape{32, 192} : Shape{192, 32}), I::uniform({192})},
+                     conv1d ? OpFn([](Tape&, std::vector<Var>& v) { return matmul(v[0], v[1], v[2]); })
+                            : OpFn([](Tape&, std::vector<Var>& v) { return linear(v[0], v[1], v[2]); })};
+        OpCase plain = fused;
+        plain.f = conv1d ? OpFn([](Tape&, std::vector<Var>& v) { return matmul(v[0], v[1]) + v[2]; })
+                         : OpFn([](Tape&, std::vector<Var>& v) { return linear(v[0], v[1]) + v[2]; });
+        const std::vector<Tensor> in = make_inputs(fused, DType::f64);
+        const auto got = run_case_on(fused, in, Device::cpu), want = run_case_on(plain, in, Device::cpu);
+        BOOST_REQUIRE_EQUAL(got.size(), 4u);
+        for (std::size_t k = 0; k < got.size(); ++k) BOOST_TEST_CONTEXT("conv1d " << conv1d << ", output or gradient " << k) {
+            check_close(got[k], want[k], 1e-12);
+        }
+    }
+    Tape tape;
+    BOOST_CHECK_EXCEPTION(linear(tape.leaf(Tensor::zeros({2, 6})), tape.leaf(Tensor::zeros({7, 6})), tape.leaf(Tensor::zeros({6}))), Error,
+                          [](const Error& e) { return names_both(e, "(6,)", "(2, 7)"); });
+}
+
+// activation_matmul (keeps h, recomputes act(h) in backward) against the activation op followed
+// by the product, in float64: GELU (backward from x) and sigmoid (backward from y), both layouts.
+BOOST_AUTO_TEST_CASE(activation_matmul_equals_activation_then_product) {
+    using I = InputSpec;
+    using kernels::UnaryOp;
+    for (UnaryOp act : {UnaryOp::gelu_tanh, UnaryOp::sigmoid})
+        for (WeightLayout layout : {WeightLayout::in_out, WeightLayout::out_in}) {
+            const bool in_out = layout == WeightLayout::in_out;
+            OpCase fused{"fused", {I::uniform({3, 7, 6}), I::uniform(in_out ? Shape{6, 5} : Shape{5, 6}), I::uniform({5})},
+                         [act, layout](Tape&, std::vector<Var>& v) { return activation_matmul(act, v[0], v[1], layout, v[2]); }};
+            OpCase plain = fused;
+            plain.f = [act, in_out](Tape&, std::vector<Var>& v) {
+                Var a = unary(act, v[0]);
+                return (in_out ? matmul(a, v[1]) : linear(a, v[1])) + v[2];
+            };
+            const std::vector<Tensor> in = make_inputs(fused, DType::f64);
+            const auto got = run_case_on(fused, in, Device::cpu), want = run_case_on(plain, in, Device::cpu);
+            BOOST_REQUIRE_EQUAL(got.size(), 4u);
+            for (std::size_t k = 0; k < got.size(); ++k) BOOST_TEST_CONTEXT("op " << int(act) << ", in_out " << in_out << ", output or gradient " << k) {
+                check_close(got[k], want[k], 1e-12);
+            }
+        }
+    Tape tape;
+    BOOST_CHECK_EXCEPTION(activation_matmul(kernels::UnaryOp::silu, tape.leaf(Tensor::zeros({2, 6})), tape.leaf(Tensor::zeros({5, 6})),
+                                            WeightLayout::in_out),
+                          Error, [](const Error& e) { return names_both(e, "(2, 6)", "(5, 6)"); });
+}
+
 BOOST_AUTO_TEST_CASE(transposed_views_are_read_in_place) {
     BOOST_TEST(ops::matrix_layout(3, 4, 4, 1).ok);
     BOOST_TEST(!ops::matrix_layout(3, 4, 4, 1).transposed);
@@ -273,3 +343,21 @@ BOOST_AUTO_TEST_CASE(skinny_and_quantized_products_match_naive_loops) {
     }
     ops::detail::force_portable_kernels() = false;
 }
+
+#if defined(DEVIANT_WITH_CUDA)
+// cuBLASLt is opened on first use rather than linked (kernels/cublaslt_api.hpp): every entry point
+// the CUDA matmul calls resolves, and the library answers a call, on a machine without a GPU too.
+BOOST_AUTO_TEST_CASE(cublaslt_opens_on_first_use_and_every_entry_point_resolves) {
+    const kernels::CublasLtApi& api = kernels::cublaslt();
+    BOOST_TEST(api.library.find("libcublasLt.so.") != std::string::npos);
+    BOOST_TEST(std::string(api.status_name(CUBLAS_STATUS_SUCCESS)) == "CUBLAS_STATUS_SUCCESS");
+    BOOST_TEST(std::string(api.status_name(CUBLAS_STATUS_NOT_SUPPORTED)) == "CUBLAS_STATUS_NOT_SUPPORTED");
+    for (const void* fn : {(const void*)api.create, (const void*)api.layout_create, (const void*)api.layout_destroy,
+                           (const void*)api.layout_set_attribute, (const void*)api.desc_create, (const void*)api.desc_destroy,
+                           (const void*)api.desc_set_attribute, (const void*)api.preference_create, (const void*)api.preference_destroy,
+                           (const void*)api.preference_set_attribute, (const void*)api.algo_get_heuristic, (const void*)api.matmul,
+                           (const void*)api.status_string})
+        BOOST_TEST(fn != nullptr);
+    BOOST_TEST(&kernels::cublaslt() == &api);  // loaded once
+}
+#endif

@@ -84,13 +84,13 @@ struct Node;
 using BackwardFn = void (*)(Tape&, const Node&);
 
 struct Node {
-    static constexpr int max_inputs = 4;
+    static constexpr int max_inputs = 5;
     static constexpr int max_saved = 3;
     static constexpr std::size_t attr_bytes = 64;
 
     BackwardFn backward = nullptr;
     std::int32_t out = -1;
-    std::array<std::int32_t, max_inputs> in{-1, -1, -1, -1};
+    std::array<std::int32_t, max_inputs> in{-1, -1, -1, -1, -1};
     std::uint8_t n_in = 0;
     std::array<Tensor, max_saved> saved;
     alignas(8) std::array<unsigned char, attr_bytes> attrs{};

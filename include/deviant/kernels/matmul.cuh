@@ -3,11 +3,11 @@
 // and the heuristic's algorithm) keyed by everything that decides them. cuBLASLt is column-major, so the row-major product
 // C (M, N) = A (M, K) @ B (K, N) is computed as C^T (N, M) = B^T (N, K) @ A^T (K, M): the operands
 // swap and each row-major matrix is read as its column-major transpose. A column-major (transposed
-// view) operand becomes a transpose flag instead of a copy.
+// view) operand becomes a transpose flag instead of a copy. cuBLASLt itself is opened on first
+// use (kernels/cublaslt_api.hpp), not linked.
 // Types: float32 with CUBLAS_COMPUTE_32F (TF32 only when asked), bfloat16 in with float32
 // accumulation and a bfloat16 or float32 result (c's dtype), float64 with CUBLAS_COMPUTE_64F.
 #pragma once
-#include <cublasLt.h>
 
 #include <algorithm>
 #include <memory>
@@ -15,14 +15,15 @@
 #include <unordered_map>
 
 #include "deviant/kernels/common.cuh"
+#include "deviant/kernels/cublaslt_api.hpp"
 #include "deviant/ops/matmul_layout.hpp"
 
 #define DEVIANT_CUBLAS_CHECK(expr)                                                                          \
     do {                                                                                                    \
         cublasStatus_t deviant_st_ = (expr);                                                                \
         if (deviant_st_ != CUBLAS_STATUS_SUCCESS)                                                           \
-            ::deviant::fail("cuBLASLt error {} ({}) in {} ({}:{})", cublasGetStatusName(deviant_st_),       \
-                            cublasGetStatusString(deviant_st_), #expr, __FILE__, __LINE__);                 \
+            ::deviant::fail("cuBLASLt error {} ({}) in {} ({}:{})", ::deviant::kernels::cublaslt().status_name(deviant_st_),       \
+                            ::deviant::kernels::cublaslt().status_string(deviant_st_), #expr, __FILE__, __LINE__);                 \
     } while (0)
 
 namespace deviant::kernels {
@@ -37,7 +38,7 @@ struct LtContext {
 inline LtContext& lt_context() {
     static LtContext* ctx = [] {
         auto* c = new LtContext();
-        DEVIANT_CUBLAS_CHECK(cublasLtCreate(&c->handle));
+        DEVIANT_CUBLAS_CHECK(cublaslt().create(&c->handle));
         DEVIANT_CUDA_CHECK(cudaMalloc(&c->workspace, c->workspace_bytes));
         return c;
     }();
@@ -47,27 +48,27 @@ inline LtContext& lt_context() {
 // Owners of the cuBLASLt descriptors, released on every path out (errors included).
 struct LtMatmulDesc {
     cublasLtMatmulDesc_t d = nullptr;
-    ~LtMatmulDesc() { if (d) cublasLtMatmulDescDestroy(d); }
+    ~LtMatmulDesc() { if (d) cublaslt().desc_destroy(d); }
 };
 struct LtLayout {
     cublasLtMatrixLayout_t d = nullptr;
-    ~LtLayout() { if (d) cublasLtMatrixLayoutDestroy(d); }
+    ~LtLayout() { if (d) cublaslt().layout_destroy(d); }
 };
 struct LtPreference {
     cublasLtMatmulPreference_t d = nullptr;
-    ~LtPreference() { if (d) cublasLtMatmulPreferenceDestroy(d); }
+    ~LtPreference() { if (d) cublaslt().preference_destroy(d); }
 };
 
 inline void make_layout(LtLayout& l, cudaDataType_t type, std::int64_t rows, std::int64_t cols, std::int64_t ld,
                         std::int64_t batch, std::int64_t batch_stride) {
-    DEVIANT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&l.d, type, std::uint64_t(rows), std::uint64_t(cols), ld));
+    DEVIANT_CUBLAS_CHECK(cublaslt().layout_create(&l.d, type, std::uint64_t(rows), std::uint64_t(cols), ld));
     if (batch > 1) {
         DEVIANT_REQUIRE(batch <= INT32_MAX, "matmul: batch of {} exceeds cuBLASLt's limit", batch);
         std::int32_t count = std::int32_t(batch);
         std::int64_t stride = batch_stride;
-        DEVIANT_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l.d, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+        DEVIANT_CUBLAS_CHECK(cublaslt().layout_set_attribute(l.d, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
         DEVIANT_CUBLAS_CHECK(
-            cublasLtMatrixLayoutSetAttribute(l.d, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+            cublaslt().layout_set_attribute(l.d, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
     }
 }
 
@@ -140,10 +141,10 @@ inline std::shared_ptr<const LtPlan> make_plan(const LtPlanKey& k, DType a_dtype
     plan->scale_double = scale_type == CUDA_R_64F;
 
     // cuBLASLt's A is our b, its B is our a; both read column-major.
-    DEVIANT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->op.d, compute, scale_type));
+    DEVIANT_CUBLAS_CHECK(cublaslt().desc_create(&plan->op.d, compute, scale_type));
     cublasOperation_t op_a = k.tb ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = k.ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-    DEVIANT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op.d, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
-    DEVIANT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op.d, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
+    DEVIANT_CUBLAS_CHECK(cublaslt().desc_set_attribute(plan->op.d, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
+    DEVIANT_CUBLAS_CHECK(cublaslt().desc_set_attribute(plan->op.d, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
     // b (K, N) row-major == column-major (N, K); column-major b is stored (K, N) and transposed.
     if (k.tb) make_layout(plan->a, data_type, k.K, k.N, k.ldb, k.batch, k.stride_b);
     else make_layout(plan->a, data_type, k.N, k.K, k.ldb, k.batch, k.stride_b);
@@ -153,21 +154,21 @@ inline std::shared_ptr<const LtPlan> make_plan(const LtPlanKey& k, DType a_dtype
 
     LtContext& ctx = lt_context();
     LtPreference pref;
-    DEVIANT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref.d));
+    DEVIANT_CUBLAS_CHECK(cublaslt().preference_create(&pref.d));
     std::uint64_t ws = ctx.workspace_bytes;
-    DEVIANT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+    DEVIANT_CUBLAS_CHECK(cublaslt().preference_set_attribute(pref.d, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
     DEVIANT_CUBLAS_CHECK(
-        cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &k.align_b, sizeof(k.align_b)));
+        cublaslt().preference_set_attribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &k.align_b, sizeof(k.align_b)));
     DEVIANT_CUBLAS_CHECK(
-        cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &k.align_a, sizeof(k.align_a)));
+        cublaslt().preference_set_attribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &k.align_a, sizeof(k.align_a)));
     DEVIANT_CUBLAS_CHECK(
-        cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &k.align_c, sizeof(k.align_c)));
+        cublaslt().preference_set_attribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &k.align_c, sizeof(k.align_c)));
     DEVIANT_CUBLAS_CHECK(
-        cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &k.align_c, sizeof(k.align_c)));
+        cublaslt().preference_set_attribute(pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &k.align_c, sizeof(k.align_c)));
     cublasLtMatmulHeuristicResult_t heuristic{};
     int found = 0;
     DEVIANT_CUBLAS_CHECK(
-        cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan->op.d, plan->a.d, plan->b.d, plan->c.d, plan->c.d, pref.d, 1, &heuristic, &found));
+        cublaslt().algo_get_heuristic(ctx.handle, plan->op.d, plan->a.d, plan->b.d, plan->c.d, plan->c.d, pref.d, 1, &heuristic, &found));
     DEVIANT_REQUIRE(found > 0, "matmul: cuBLASLt has no algorithm for ({}, {}, {}) @ ({}, {}, {}) in {}", k.batch, k.M, k.K, k.batch, k.K,
                     k.N, dtype_name(a_dtype));
     plan->algo = heuristic.algo;
@@ -218,7 +219,7 @@ void matmul_batched(const TensorRef& a, const TensorRef& b, const TensorRef& c, 
     const double alpha_d = 1.0, beta_d = 0.0;
     const void* alpha = plan->scale_double ? static_cast<const void*>(&alpha_d) : static_cast<const void*>(&alpha_f);
     const void* beta = plan->scale_double ? static_cast<const void*>(&beta_d) : static_cast<const void*>(&beta_f);
-    DEVIANT_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan->op.d, alpha, b.data, plan->a.d, a.data, plan->b.d, beta, c.data, plan->c.d,
+    DEVIANT_CUBLAS_CHECK(cublaslt().matmul(ctx.handle, plan->op.d, alpha, b.data, plan->a.d, a.data, plan->b.d, beta, c.data, plan->c.d,
                                         c.data, plan->c.d, &plan->algo, ctx.workspace, ctx.workspace_bytes, /*stream=*/0));
     check_launch("matmul_batched");
 }

@@ -51,7 +51,7 @@ struct LowRankAdapter {
         return y + scale(linear(linear(x, t.param(*a)), t.param(*b)), scaling);
     }
     // x W^T plus the update for an (out, in) weight W, as one tape node (lora_linear, ops/matmul.hpp).
-    Var linear_with(Tape& t, Var x, Var w) const { return lora_linear(x, w, t.param(*a), t.param(*b), scaling); }
+    Var linear_with(Tape& t, Var x, Var w, Var bias = {}) const { return lora_linear(x, w, t.param(*a), t.param(*b), scaling, bias); }
 };
 
 struct Linear {
@@ -72,11 +72,15 @@ struct Linear {
         const bool quantized = packed && !grad_enabled() && x.value().device() == Device::cpu && !weight->trainable &&
                                x.value().numel() <= ops::detail::skinny_max_rows * packed->cols;
         if (adapter && adapter->active() && !quantized && x.value().rank() >= 2) {  // one node: base and update
-            Var y = adapter->linear_with(t, x, t.param(*weight));
-            return bias ? y + t.param(*bias) : y;
+            return adapter->linear_with(t, x, t.param(*weight), bias ? t.param(*bias) : Var{});
         }
-        Var y = quantized ? t.constant(ops::quantized_linear(x.value(), *packed).to(x.value().dtype())) : linear(x, t.param(*weight));
-        if (bias) y = y + t.param(*bias);
+        Var y;
+        if (quantized) {
+            y = t.constant(ops::quantized_linear(x.value(), *packed).to(x.value().dtype()));
+            if (bias) y = y + t.param(*bias);
+        } else {
+            y = linear(x, t.param(*weight), bias ? t.param(*bias) : Var{});  // the bias added in place, one node
+        }
         return adapter ? adapter->apply(t, x, y) : y;
     }
     template <class F>
@@ -94,7 +98,7 @@ struct Conv1D {
         bias = &s.get(join(prefix, "bias"), {out}, Init::zeros);
     }
     Var forward(Tape& t, Var x) const {
-        Var y = matmul(x, t.param(*weight)) + t.param(*bias);
+        Var y = matmul(x, t.param(*weight), t.param(*bias));
         return adapter ? adapter->apply(t, x, y) : y;
     }
     template <class F>
@@ -145,7 +149,12 @@ struct GeluMlp {
         fc.bind(s, join(prefix, Names::mlp_fc), c.hidden_size, c.intermediate_size);
         proj.bind(s, join(prefix, Names::mlp_proj), c.intermediate_size, c.hidden_size);
     }
-    Var forward(Tape& t, Var x, const ForwardContext&) const { return proj.forward(t, gelu_tanh(fc.forward(t, x))); }
+    Var forward(Tape& t, Var x, const ForwardContext&) const {
+        Var h = fc.forward(t, x);
+        if (proj.adapter) return proj.forward(t, gelu_tanh(h));
+        // GELU and the projection as one node: the (tokens, 4C) GELU output is recomputed in backward, not kept
+        return activation_matmul(kernels::UnaryOp::gelu_tanh, h, t.param(*proj.weight), WeightLayout::in_out, t.param(*proj.bias));
+    }
     template <class F>
     void for_each_projection(F&& f) { fc.for_each_projection(f); proj.for_each_projection(f); }
 };

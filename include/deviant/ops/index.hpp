@@ -327,7 +327,9 @@ inline Var concat(std::span<const Var> xs, int axis) {
     switch (xs.size()) {
         case 2: return tape.record(out, {xs[0], xs[1]}, fn, {}, attr);
         case 3: return tape.record(out, {xs[0], xs[1], xs[2]}, fn, {}, attr);
-        default: return tape.record(out, {xs[0], xs[1], xs[2], xs[3]}, fn, {}, attr);
+        case 4: return tape.record(out, {xs[0], xs[1], xs[2], xs[3]}, fn, {}, attr);
+        default: static_assert(Node::max_inputs == 5, "concat records up to Node::max_inputs inputs");
+                 return tape.record(out, {xs[0], xs[1], xs[2], xs[3], xs[4]}, fn, {}, attr);
     }
 }
 inline Var concat(std::initializer_list<Var> xs, int axis) { return concat(std::span<const Var>(xs.begin(), xs.size()), axis); }

@@ -2,6 +2,8 @@
 //   matmul(a, b): a (..., M, K) with b (K, N) (a shared weight) or b (..., K, N) with the same
 //                 batch dims -> (..., M, N)
 //   linear(x, w): x (..., in) @ w^T for w stored (out, in), as Hugging Face stores Linear weights.
+//   Both take an optional bias (N,) / (out,), added in place to the product (one tape node, no
+//   separate (..., N) sum kept for backward); its gradient is dy summed over the rows.
 // Transposed views (row- or column-major last two dims) go to BLAS with a transpose flag, no copy;
 // other layouts are copied first. CPU: oneDNN or OpenBLAS (ops/cpu_gemm.hpp; bfloat16 on oneDNN's bf16 product, widened to float32
 // where the CPU has none); CUDA: cuBLASLt
@@ -185,14 +187,66 @@ inline Tensor linear(const Tensor& x, const Tensor& w) {
     return matmul(x, w.transpose(0, 1));
 }
 
+// y (..., N) += bias (N), in place: the bias epilogue of a product.
+inline void add_bias_(Tensor& y, const Tensor& bias) {
+    DEVIANT_REQUIRE(bias.rank() == 1 && y.rank() >= 1 && y.size(-1) == bias.size(0),
+                    "bias {} does not fit a product of shape {} (its last dimension)", bias.shape().str(), y.shape().str());
+    DEVIANT_REQUIRE(bias.dtype() == y.dtype(), "bias {} and product {} differ in dtype", bias.describe(), y.describe());
+    require_same_device(y, bias, "bias");
+    DEVIANT_REQUIRE(y.is_contiguous(), "bias added into a non-contiguous product {}", y.describe());
+    if (y.numel() == 0) return;
+    if (y.device() == Device::cuda) {  // element-wise, so the output may be the first operand
+        kernels::binary_forward(kernels::BinaryOp::add, y.ref(), bias.expand(y.shape()).ref(), y.ref());
+        return;
+    }
+    Tensor b = bias.contiguous();
+    const std::int64_t cols = y.size(-1), rows = y.numel() / cols;
+    DEVIANT_DISPATCH_FLOAT(y.dtype(), T, [&] {
+        T* py = y.data<T>();
+        const T* pb = b.data<T>();
+        detail::parallel_range(rows, [&](std::int64_t r0, std::int64_t r1) {
+            for (std::int64_t r = r0; r < r1; ++r) {
+                T* row = py + r * cols;
+                for (std::int64_t c = 0; c < cols; ++c) row[c] = store<T>(load(row[c]) + load(pb[c]));
+            }
+        }, cols);
+    });
+}
+
+// The gradient of a bias added to every row: g (..., N) summed over all leading axes -> (N).
+inline Tensor bias_grad(const Tensor& g_in) {
+    DEVIANT_REQUIRE(g_in.rank() >= 1, "bias gradient of a scalar");
+    const std::int64_t cols = g_in.size(-1);
+    if (g_in.device() == Device::cuda) return sum_to_shape(g_in, Shape{cols});
+    Tensor g = g_in.contiguous();
+    const std::int64_t rows = cols ? g.numel() / cols : 0;
+    Tensor out = Tensor::empty({cols}, g.dtype(), g.device());
+    DEVIANT_DISPATCH_FLOAT(g.dtype(), T, [&] {
+        using C = compute_t<T>;
+        const T* pg = g.data<T>();
+        T* po = out.data<T>();
+        // columns in blocks across threads; each block walks every row, its sums in the compute type
+        detail::parallel_range(cols, [&](std::int64_t c0, std::int64_t c1) {
+            std::vector<C> acc(std::size_t(c1 - c0), C(0));
+            for (std::int64_t r = 0; r < rows; ++r) {
+                const T* row = pg + r * cols + c0;
+                for (std::int64_t c = 0; c < c1 - c0; ++c) acc[std::size_t(c)] += load(row[c]);
+            }
+            for (std::int64_t c = c0; c < c1; ++c) po[c] = store<T>(acc[std::size_t(c - c0)]);
+        }, rows);
+    });
+    return out;
+}
+
 }  // namespace deviant::ops
 
 namespace deviant {
 
 // --- differentiable products ---
-// dA = dC @ B^T; dB = A^T @ dC (summed over the batch when b is a shared (K, N) weight).
-inline Var matmul(Var a, Var b) {
-    return a.tape->record(ops::matmul(a.value(), b.value()), {a, b}, [](Tape& t, const Node& n) {
+// dA = dC @ B^T; dB = A^T @ dC (summed over the batch when b is a shared (K, N) weight); with a
+// bias (N,) added to every row, dbias = dC summed over the rows.
+inline Var matmul(Var a, Var b, Var bias = {}) {
+    auto rule = [](Tape& t, const Node& n) {
         const Tensor& g = output_grad(t, n);
         const Tensor &a = n.saved[0], &b = n.saved[1];
         if (t.needs_grad(n, 0)) t.accumulate(n.in[0], ops::matmul(g, b.transpose(-1, -2)));
@@ -205,14 +259,20 @@ inline Var matmul(Var a, Var b) {
                 t.accumulate(n.in[1], ops::matmul(a.transpose(-1, -2), g));
             }
         }
-    }, {a.value(), b.value()});
+        if (n.n_in > 2 && t.needs_grad(n, 2)) t.accumulate(n.in[2], ops::bias_grad(g));
+    };
+    Tensor c = ops::matmul(a.value(), b.value());
+    if (!bias.defined()) return a.tape->record(std::move(c), {a, b}, rule, {a.value(), b.value()});
+    ops::add_bias_(c, bias.value());
+    return a.tape->record(std::move(c), {a, b, bias}, rule, {a.value(), b.value()});
 }
 
-// x (..., in) @ w^T for w (out, in): dx = dy @ w, dw = dy^T @ x (summed over all leading dims).
-inline Var linear(Var x, Var w) {
+// x (..., in) @ w^T (+ bias) for w (out, in), bias (out,) or undefined: dx = dy @ w,
+// dw = dy^T @ x (summed over all leading dims), dbias = dy summed over the rows.
+inline Var linear(Var x, Var w, Var bias = {}) {
     DEVIANT_REQUIRE(x.value().rank() >= 2, "linear: input must be (..., in), got {} with weight {}", x.shape().str(),
                     w.shape().str());
-    return x.tape->record(ops::linear(x.value(), w.value()), {x, w}, [](Tape& t, const Node& n) {
+    auto rule = [](Tape& t, const Node& n) {
         const Tensor& g = output_grad(t, n);
         const Tensor &x = n.saved[0], &w = n.saved[1];
         if (t.needs_grad(n, 0)) t.accumulate(n.in[0], ops::matmul(g, w));
@@ -221,7 +281,57 @@ inline Var linear(Var x, Var w) {
             Tensor g2 = g.rank() == 2 ? g : ops::detail::fold_rows(g);
             t.accumulate(n.in[1], ops::matmul(g2.transpose(0, 1), x2));
         }
-    }, {x.value(), w.value()});
+        if (n.n_in > 2 && t.needs_grad(n, 2)) t.accumulate(n.in[2], ops::bias_grad(g));
+    };
+    Tensor y = ops::linear(x.value(), w.value());
+    if (!bias.defined()) return x.tape->record(std::move(y), {x, w}, rule, {x.value(), w.value()});
+    ops::add_bias_(y, bias.value());
+    return x.tape->record(std::move(y), {x, w, bias}, rule, {x.value(), w.value()});
+}
+
+// How a weight matrix is stored: (in, out) as GPT-2's Conv1D, or (out, in) as torch's Linear.
+enum class WeightLayout : std::uint8_t { in_out, out_in };
+
+namespace detail {
+struct ActivationMatmulAttr {
+    kernels::UnaryOp act;
+    WeightLayout layout;
+};
+}  // namespace detail
+
+// y = act(h) W (+ bias) as one node that keeps h, not act(h): the activation is recomputed in
+// backward (one element-wise pass) instead of holding the MLP's (tokens, intermediate) activation
+// from forward to backward. W is (in, out) or (out, in) per `layout`. With a = act(h), g = dy:
+//   dh = act'(h) * (g W^T or g W),   dW = a^T g or g^T a,   dbias = g summed over the rows
+inline Var activation_matmul(kernels::UnaryOp act, Var h, Var w, WeightLayout layout, Var bias = {}) {
+    DEVIANT_REQUIRE(h.value().rank() >= 2 && w.value().rank() == 2 &&
+                        h.value().size(-1) == (layout == WeightLayout::in_out ? w.value().size(0) : w.value().size(1)),
+                    "activation_matmul: input {} does not fit weight {} stored {}", h.shape().str(), w.shape().str(),
+                    layout == WeightLayout::in_out ? "(in, out)" : "(out, in)");
+    auto product = [](const Tensor& a, const Tensor& w, WeightLayout layout) {
+        return layout == WeightLayout::in_out ? ops::matmul(a, w) : ops::linear(a, w);
+    };
+    auto rule = [](Tape& t, const Node& n) {
+        const auto& at = n.attr<detail::ActivationMatmulAttr>();
+        const Tensor& g = output_grad(t, n);
+        const Tensor &h = n.saved[0], &w = n.saved[1];
+        const Tensor a = ops::unary(at.act, h);  // recomputed
+        const Tensor g2 = ops::detail::fold_rows(g);
+        if (t.needs_grad(n, 0)) {
+            Tensor da = at.layout == WeightLayout::in_out ? ops::matmul(g2, w.transpose(0, 1)) : ops::matmul(g2, w);
+            t.accumulate(n.in[0], ops::unary_backward(at.act, h, a, da.view(h.shape())));
+        }
+        if (t.needs_grad(n, 1)) {
+            const Tensor a2 = ops::detail::fold_rows(a);
+            t.accumulate(n.in[1], at.layout == WeightLayout::in_out ? ops::matmul(a2.transpose(0, 1), g2) : ops::matmul(g2.transpose(0, 1), a2));
+        }
+        if (n.n_in > 2 && t.needs_grad(n, 2)) t.accumulate(n.in[2], ops::bias_grad(g));
+    };
+    Tensor y = product(ops::unary(act, h.value()), w.value(), layout);  // act(h) lives only for the product
+    const detail::ActivationMatmulAttr attr{act, layout};
+    if (!bias.defined()) return h.tape->record(std::move(y), {h, w}, rule, {h.value(), w.value()}, attr);
+    ops::add_bias_(y, bias.value());
+    return h.tape->record(std::move(y), {h, w, bias}, rule, {h.value(), w.value()}, attr);
 }
 
 namespace detail {
@@ -235,7 +345,8 @@ struct LoraLinearAttr {
 // It keeps x and u = x A^T (..., r) for backward, not the three (..., out) tensors (base output,
 // update, scaled update) that composing linear / scale / add leaves on the tape. With g = dy:
 //   dx = g W + s (g B) A,   dW = g^T x,   dA = s (g B)^T x,   dB = s g^T u
-inline Var lora_linear(Var x, Var w, Var a, Var b, double scaling) {
+// A bias (out,), when given, is added in place as for linear (dbias = g summed over the rows).
+inline Var lora_linear(Var x, Var w, Var a, Var b, double scaling, Var bias = {}) {
     const Tensor &xv = x.value(), &wv = w.value(), &av = a.value(), &bv = b.value();
     DEVIANT_REQUIRE(wv.rank() == 2 && av.rank() == 2 && bv.rank() == 2 && av.size(1) == wv.size(1) && bv.size(0) == wv.size(0) &&
                         bv.size(1) == av.size(0),
@@ -245,7 +356,7 @@ inline Var lora_linear(Var x, Var w, Var a, Var b, double scaling) {
     Tensor u = ops::linear(xv, av);  // (..., r)
     Tensor y = ops::linear(xv, wv);  // (..., out)
     add_into(y, ops::affine(ops::linear(u, bv), scaling));
-    return x.tape->record(std::move(y), {x, w, a, b}, [](Tape& t, const Node& n) {
+    auto rule = [](Tape& t, const Node& n) {
         const Tensor& g = output_grad(t, n);
         const Tensor &x = n.saved[0], &u = n.saved[1];
         const Tensor &w = t.value(n.in[1]), &a = t.value(n.in[2]), &b = t.value(n.in[3]);
@@ -261,7 +372,11 @@ inline Var lora_linear(Var x, Var w, Var a, Var b, double scaling) {
         if (t.needs_grad(n, 1)) t.accumulate(n.in[1], ops::matmul(g2.transpose(0, 1), x2));
         if (t.needs_grad(n, 2)) t.accumulate(n.in[2], ops::matmul(gbs.transpose(0, 1), x2));
         if (t.needs_grad(n, 3)) t.accumulate(n.in[3], ops::affine(ops::matmul(g2.transpose(0, 1), ops::detail::fold_rows(u)), s));
-    }, {xv, u}, detail::LoraLinearAttr{scaling});
+        if (n.n_in > 4 && t.needs_grad(n, 4)) t.accumulate(n.in[4], ops::bias_grad(g));
+    };
+    if (!bias.defined()) return x.tape->record(std::move(y), {x, w, a, b}, rule, {xv, u}, detail::LoraLinearAttr{scaling});
+    ops::add_bias_(y, bias.value());
+    return x.tape->record(std::move(y), {x, w, a, b, bias}, rule, {xv, u}, detail::LoraLinearAttr{scaling});
 }
 
 }  // namespace deviant
