@@ -197,6 +197,25 @@ void token_logprobs(benchmark::State& state, Device dev, bool backward) {
     });
     set_flop_count(state, 3.0 * product);
 }
+// A frozen head (LoRA): log-probs and the hidden gradient, as recompute (forward, then backward's
+// recompute and dz @ W: 3 products) or expected embedding (forward with E = softmax(z) W, then the
+// element-wise backward: 2 products). Args: N, C, V, dtype, expected (0/1).
+void BM_token_logprobs_frozen_head_cpu(benchmark::State& state) {
+    const std::int64_t N = state.range(0), C = state.range(1), V = state.range(2);
+    const DType dt = dtype_arg(state.range(3));
+    const bool expected = state.range(4) != 0;
+    Tensor h = random_matrix({N, C}, dt, Device::cpu), w = random_matrix({V, C}, dt, Device::cpu);
+    std::vector<std::int64_t> t;
+    for (std::int64_t i = 0; i < N; ++i) t.push_back((i * 7919) % V);
+    Tensor targets = Tensor::from(t, {N});
+    for (auto _ : state) {
+        ops::TokenLogprobsResult f = ops::token_logprobs(h, w, targets, {}, expected);
+        Tensor dy = Tensor::full({N}, 1.0, f.lse.dtype());
+        if (expected) benchmark::DoNotOptimize(ops::token_logprobs_frozen_head_backward(w, f.targets, f.expected, dy, h.dtype()));
+        else benchmark::DoNotOptimize(ops::token_logprobs_backward(h, w, f.targets, f.lse, dy, true, false));
+    }
+    set_flop_count(state, (expected ? 4.0 : 6.0) * double(N) * double(C) * double(V));
+}
 void BM_token_logprobs_forward_cpu(benchmark::State& s) { token_logprobs(s, Device::cpu, false); }
 void BM_token_logprobs_forward_cuda(benchmark::State& s) { token_logprobs(s, Device::cuda, false); }
 void BM_token_logprobs_backward_cpu(benchmark::State& s) { token_logprobs(s, Device::cpu, true); }
@@ -240,6 +259,7 @@ BENCHMARK(BM_rms_norm_forward_cuda)->Args({16384, 768, 1})->Args({16384, 768, 0}
 BENCHMARK(BM_rms_norm_backward_cuda)->Args({16384, 768, 1})->Args({16384, 768, 0})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_token_logprobs_forward_cpu)->Args({256, 256, 8192, 0})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_token_logprobs_backward_cpu)->Args({256, 256, 8192, 0})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_token_logprobs_frozen_head_cpu)->Args({1536, 576, 49152, 0, 0})->Args({1536, 576, 49152, 0, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_token_logprobs_forward_cuda)->Args({16384, 768, 32000, 1})->Args({16384, 768, 32000, 0})
     ->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_token_logprobs_backward_cuda)->Args({16384, 768, 32000, 1})->UseManualTime()->Unit(benchmark::kMillisecond);

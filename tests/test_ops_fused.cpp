@@ -260,6 +260,38 @@ BOOST_AUTO_TEST_CASE(token_logprobs_gradients_in_bf16_follow_f64) {
     }
 }
 
+// A frozen head (weight without gradient, as under LoRA): the CPU forward accumulates
+// E = softmax(logits) W beside the log-sum-exp and backward is dy * (W[target] - E). Its values and
+// hidden gradient against the unfused composition, over chunk sizes that make the running max
+// rescale E many times, large logits included; float64, float32 and bf16.
+BOOST_AUTO_TEST_CASE(token_logprobs_frozen_head_matches_unfused) {
+    std::mt19937 rng(61);
+    for (double spread : {2.0, 300.0}) {
+        const std::int64_t n = 23, c = 6, vocab = 41;
+        auto in = random_inputs(rng, {{{n, c}, {-1, 1}}, {{vocab, c}, {-spread, spread}}});
+        Tensor targets = random_targets(rng, n, vocab);
+        auto want = values_and_grads([&](Tape&, V& v) { return unfused_token_logprobs(v[0], v[1], targets); }, in, {true, false});
+        for (Chunks ch : {Chunks{}, Chunks{1, 1}, Chunks{4, 7}, Chunks{5, 40}}) {
+            BOOST_TEST_CONTEXT("spread " << spread << ", chunks of " << ch.rows << " rows, " << ch.vocab << " entries") {
+                auto got = values_and_grads([&](Tape&, V& v) { return token_logprobs(v[0], v[1], targets, ch); }, in, {true, false});
+                check_all_close(got, want, 1e-11, "frozen head f64");
+                std::vector<Tensor> in32{in[0].to(DType::f32), in[1].to(DType::f32)};
+                auto got32 = values_and_grads([&](Tape&, V& v) { return token_logprobs(v[0], v[1], targets, ch); }, in32, {true, false});
+                check_all_close(got32, want, spread > 10 ? 1e-3 : 1e-5, "frozen head f32");
+            }
+        }
+    }
+    // bf16 operands: against float64 on the same rounded values
+    const std::int64_t n = 45, c = 40, vocab = 300;
+    auto in = random_inputs(rng, {{{n, c}, {-1, 1}}, {{vocab, c}, {-1, 1}}});
+    Tensor targets = random_targets(rng, n, vocab);
+    std::vector<Tensor> rounded{in[0].to(DType::bf16).to(DType::f64), in[1].to(DType::bf16).to(DType::f64)};
+    std::vector<Tensor> narrow{in[0].to(DType::bf16), in[1].to(DType::bf16)};
+    auto want = values_and_grads([&](Tape&, V& v) { return unfused_token_logprobs(v[0], v[1], targets); }, rounded, {true, false});
+    auto got = values_and_grads([&](Tape&, V& v) { return token_logprobs(v[0], v[1], targets, Chunks{7, 13}); }, narrow, {true, false});
+    check_all_close(got, want, 5e-3, "frozen head bf16");
+}
+
 BOOST_AUTO_TEST_CASE(large_logits_stay_finite) {
     // logits row 0 = (1000, 1001, 0), row 1 = (0, 0, -1000), row 2 = (-3e4, -3.003e4, -2e4): exp over/underflows without the max.
     Tensor h = Tensor::from(std::vector<float>{1000, 0, 0, -1000, -30000, -20000}, {3, 2});

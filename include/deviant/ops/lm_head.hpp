@@ -13,6 +13,11 @@
 // backward products, as autocast does); other CPUs widen them to float32 once; hidden/weight
 // gradients take the input dtype. Chunk order is fixed,
 // so results are deterministic and independent of the chunk sizes up to rounding.
+// A frozen head (the weight needs no gradient: LoRA, a frozen tied embedding) needs only
+//   dhidden[n] = dy[n] * (W[target[n]] - E[n]),   E = softmax(logits) @ W   (N, C)
+// so on the CPU the forward accumulates E chunk by chunk beside the log-sum-exp (online, rescaled
+// as the running max grows: one more product per chunk) and backward is one element-wise pass:
+// two head products per step instead of three (forward, recompute, dz @ W).
 // CPU references are here; the CUDA kernels (softmax / gradient parts) are in kernels/lm_head.cuh.
 #pragma once
 #include <cmath>
@@ -47,6 +52,7 @@ struct TokenLogprobsResult {
     Tensor logprobs;  // (N,), compute type (float32 for bf16 hidden)
     Tensor lse;       // (N,) log-sum-exp of each row's logits, compute type (saved for backward)
     Tensor targets;   // (N,) int64 on hidden's device, contiguous
+    Tensor expected;  // (N, C) softmax(logits) @ weight, compute type: when asked for, on the CPU
 };
 struct TokenLogprobsGrads {
     Tensor dhidden, dweight;  // undefined unless asked for
@@ -103,35 +109,6 @@ inline Tensor chunk_product(const Tensor& a, const Tensor& b) {
     return matmul(a, b, a.dtype() == DType::bf16 ? DType::f32 : a.dtype());
 }
 
-// dst (contiguous view) += a @ b. CPU float32/float64 operands, or bf16 operands into float32 on a
-// CPU with bf16 products: one product that accumulates; else a product and an add.
-inline void gemm_accumulate(const Tensor& dst, const Tensor& a, const Tensor& b) {
-    if (dst.device() == Device::cpu && a.dtype() == b.dtype()) {
-        MatrixLayout la = matrix_layout(a.size(0), a.size(1), a.strides()[0], a.strides()[1]);
-        MatrixLayout lb = matrix_layout(b.size(0), b.size(1), b.strides()[0], b.strides()[1]);
-        if (la.ok && lb.ok && a.size(1) > 0) {
-            if (dst.dtype() == DType::f32 && a.dtype() == DType::bf16 &&
-                gemm_row_major_bf16<float>(la.transposed, lb.transposed, a.size(0), b.size(1), a.size(1),
-                                           static_cast<const bf16*>(a.raw_data()), la.ld, static_cast<const bf16*>(b.raw_data()), lb.ld,
-                                           dst.data<float>(), b.size(1), true))
-                return;
-            if (dst.dtype() == DType::f32 && a.dtype() == DType::f32) {
-                gemm_row_major<float>(la.transposed, lb.transposed, a.size(0), b.size(1), a.size(1), 1.0f,
-                                      static_cast<const float*>(a.raw_data()), la.ld, static_cast<const float*>(b.raw_data()), lb.ld, 1.0f,
-                                      dst.data<float>(), b.size(1));
-                return;
-            }
-            if (dst.dtype() == DType::f64 && a.dtype() == DType::f64) {
-                gemm_row_major<double>(la.transposed, lb.transposed, a.size(0), b.size(1), a.size(1), 1.0,
-                                       static_cast<const double*>(a.raw_data()), la.ld, static_cast<const double*>(b.raw_data()), lb.ld, 1.0,
-                                       dst.data<double>(), b.size(1));
-                return;
-            }
-        }
-    }
-    Tensor d = dst;
-    add_into(d, chunk_product(a, b));
-}
 // CPU: fold a chunk of logits into the running state (see kernels::lm_head_update); rows in
 // parallel, each row's sums in a fixed order.
 template <class C>
@@ -147,6 +124,41 @@ void cpu_lm_head_update(const C* z, const std::int64_t* targets, C* state, std::
             s[0] = new_m;
             std::int64_t t = targets[r] - v0;
             if (t >= 0 && t < cols) s[2] = zr[t];
+        }
+    }, cols);
+}
+// CPU, frozen head: as cpu_lm_head_update, and also overwrite the chunk z with exp(z - m) for the
+// row's new running max m and rescale the row's running sum of exp(z - m) W, acc (rows, C), to
+// that max; the caller then adds z @ W_chunk into acc. Rows whose logits are all -inf so far
+// get zero weights.
+template <class C>
+void cpu_lm_head_update_expected(C* z, const std::int64_t* targets, C* state, C* acc, std::int64_t rows, std::int64_t cols,
+                                 std::int64_t width, std::int64_t v0) {
+    constexpr C tiny = std::numeric_limits<C>::min();  // flushed to zero, as in the logit gradient
+    parallel_range(rows, [&](std::int64_t r0, std::int64_t r1) {
+        for (std::int64_t r = r0; r < r1; ++r) {
+            C* zr = z + r * cols;
+            C* s = state + 3 * r;
+            const std::int64_t t = targets[r] - v0;
+            if (t >= 0 && t < cols) s[2] = zr[t];
+            const C new_m = std::max(s[0], max_of(zr, cols));
+            if (new_m == -std::numeric_limits<C>::infinity()) {
+                for (std::int64_t j = 0; j < cols; ++j) zr[j] = C(0);
+                continue;
+            }
+            const C scale = cpu_exp(s[0] - new_m);  // 0 on the first chunk (s[0] = -inf)
+            C sum = 0;
+            for (std::int64_t j = 0; j < cols; ++j) {
+                const C p = cpu_exp(zr[j] - new_m);
+                zr[j] = p < tiny ? C(0) : p;
+                sum += zr[j];
+            }
+            s[1] = s[1] * scale + sum;
+            s[0] = new_m;
+            if (scale != C(1)) {
+                C* ar = acc + r * width;
+                for (std::int64_t c = 0; c < width; ++c) ar[c] *= scale;
+            }
         }
     }, cols);
 }
@@ -176,8 +188,10 @@ void cpu_lm_head_logit_grad(const Tensor& z, const Tensor& targets, const Tensor
 }  // namespace detail
 
 // log_softmax(hidden @ weight^T)[n, targets[n]] for hidden (N, C), weight (V, C), targets (N,) int64.
+// expected_embedding: also return E = softmax(logits) @ weight (CPU; ignored on CUDA), for the
+// backward of a frozen head (token_logprobs_frozen_head_backward).
 inline TokenLogprobsResult token_logprobs(const Tensor& hidden_in, const Tensor& weight_in, const Tensor& targets_in,
-                                          LmHeadChunks chunks_in = {}) {
+                                          LmHeadChunks chunks_in = {}, bool expected_embedding = false) {
     const char* op = "token_logprobs";
     detail::check_lm_head_args(op, hidden_in, weight_in);
     const std::int64_t N = hidden_in.size(0), V = weight_in.size(0);
@@ -193,12 +207,27 @@ inline TokenLogprobsResult token_logprobs(const Tensor& hidden_in, const Tensor&
     std::vector<double> init(std::size_t(3 * N), 0.0);  // (max, sum, target logit) per row
     for (std::int64_t n = 0; n < N; ++n) init[std::size_t(3 * n)] = -std::numeric_limits<double>::infinity();
     Tensor state = Tensor::from(init, {N, 3}, ct).to(dev);
+    const bool expect = expected_embedding && dev == Device::cpu;
+    const std::int64_t width = hidden_in.size(1);
+    Tensor acc = expect ? Tensor::zeros({N, width}, ct, dev) : Tensor();  // running sum of exp(z - m) W per row
     for (std::int64_t r0 = 0; r0 < N; r0 += chunks.rows) {
         const std::int64_t R = std::min(chunks.rows, N - r0);
         Tensor hc = h.narrow(0, r0, R), tc = r.targets.narrow(0, r0, R), sc = state.narrow(0, r0, R);
         for (std::int64_t v0 = 0; v0 < V; v0 += chunks.vocab) {
             const std::int64_t Vc = std::min(chunks.vocab, V - v0);
             Tensor z = detail::chunk_product(hc, w.narrow(0, v0, Vc).transpose(0, 1));  // (R, Vc), compute type
+            if (expect) {
+                Tensor ac = acc.narrow(0, r0, R);
+                if (ct == DType::f32)
+                    detail::cpu_lm_head_update_expected<float>(z.data<float>(), tc.data<std::int64_t>(), sc.data<float>(), ac.data<float>(), R,
+                                                               Vc, width, v0);
+                else
+                    detail::cpu_lm_head_update_expected<double>(z.data<double>(), tc.data<std::int64_t>(), sc.data<double>(),
+                                                                ac.data<double>(), R, Vc, width, v0);
+                if (z.dtype() != w.dtype()) z = z.to(w.dtype());  // bf16 operands for a bf16 product
+                detail::gemm_accumulate(ac, z, w.narrow(0, v0, Vc));
+                continue;
+            }
             if (dev == Device::cuda) {
                 kernels::lm_head_update(z.ref(), tc.ref(), sc.ref(), R, Vc, v0);
                 continue;
@@ -220,6 +249,14 @@ inline TokenLogprobsResult token_logprobs(const Tensor& hidden_in, const Tensor&
             const C m = ps[3 * n], log_s = std::log(ps[3 * n + 1]);
             lp[n] = (ps[3 * n + 2] - m) - log_s;  // as log_softmax: (z - m) - log(s)
             lse[n] = m + log_s;
+        }
+        if (expect) {  // E = acc / s
+            C* pa = acc.data<C>();
+            for (std::int64_t n = 0; n < N; ++n) {
+                const C inv = C(1) / ps[3 * n + 1];
+                for (std::int64_t c = 0; c < width; ++c) pa[n * width + c] *= inv;
+            }
+            r.expected = acc;
         }
     };
     if (ct == DType::f32) finish(float{});
@@ -271,6 +308,39 @@ inline TokenLogprobsGrads token_logprobs_backward(const Tensor& hidden_in, const
     return g;
 }
 
+// dhidden of token_logprobs for a frozen head: dy[n] * (weight[targets[n]] - expected[n]), in the
+// hidden's dtype; expected (N, C) from token_logprobs(..., expected_embedding = true).
+inline Tensor token_logprobs_frozen_head_backward(const Tensor& weight_in, const Tensor& targets, const Tensor& expected,
+                                                  const Tensor& dy_in, DType hidden_dtype) {
+    const std::int64_t N = expected.size(0), Cdim = expected.size(1);
+    DEVIANT_REQUIRE(expected.device() == Device::cpu && weight_in.rank() == 2 && weight_in.size(1) == Cdim && dy_in.shape() == Shape({N}) &&
+                        targets.shape() == Shape({N}),
+                    "token_logprobs backward (frozen head): weight {}, expected {}, gradient {}, targets {} do not fit",
+                    weight_in.describe(), expected.describe(), dy_in.describe(), targets.describe());
+    const DType ct = expected.dtype();
+    Tensor w = weight_in.contiguous(), dy = dy_in.to(Device::cpu, ct).contiguous(), e = expected.contiguous();
+    Tensor dh = Tensor::empty({N, Cdim}, ct, Device::cpu);
+    const std::int64_t* pt = targets.data<std::int64_t>();
+    DEVIANT_DISPATCH_FLOAT(w.dtype(), W, [&] {
+        const W* pw = w.data<W>();
+        auto rows = [&](auto tag) {
+            using C = decltype(tag);
+            const C *pe = e.data<C>(), *pd = dy.data<C>();
+            C* po = dh.data<C>();
+            detail::parallel_range(N, [&](std::int64_t r0, std::int64_t r1) {
+                for (std::int64_t n = r0; n < r1; ++n) {
+                    const W* wr = pw + pt[n] * Cdim;
+                    const C d = pd[n];
+                    for (std::int64_t c = 0; c < Cdim; ++c) po[n * Cdim + c] = d * (C(load(wr[c])) - pe[n * Cdim + c]);
+                }
+            }, Cdim);
+        };
+        if (ct == DType::f32) rows(float{});
+        else rows(double{});
+    });
+    return dh.dtype() == hidden_dtype ? dh : dh.to(hidden_dtype);
+}
+
 }  // namespace deviant::ops
 
 namespace deviant {
@@ -279,12 +349,23 @@ namespace detail {
 struct LmHeadAttr {
     ops::LmHeadChunks chunks;
 };
+struct FrozenHeadAttr {
+    DType hidden_dtype;
+};
 }  // namespace detail
 
 // log p(targets[n] | hidden[n]) under the head weight (V, C): log_softmax(hidden @ weight^T)[n, targets[n]],
 // without materialising the (N, V) logits. targets (N,) int64 are not differentiated.
 // Backward reads hidden and weight from the tape (their values stay there until it is cleared).
 inline Var token_logprobs(Var hidden, Var weight, const Tensor& targets, ops::LmHeadChunks chunks = {}) {
+    // a frozen head on the CPU: E = softmax(logits) W comes out of the forward, backward is element-wise
+    if (grad_enabled() && hidden.requires_grad() && !weight.requires_grad() && hidden.device() == Device::cpu) {
+        ops::TokenLogprobsResult r = ops::token_logprobs(hidden.value(), weight.value(), targets, chunks, /*expected_embedding=*/true);
+        return hidden.tape->record(r.logprobs, {hidden, weight}, [](Tape& t, const Node& n) {
+            t.accumulate(n.in[0], ops::token_logprobs_frozen_head_backward(t.value(n.in[1]), n.saved[0], n.saved[1], output_grad(t, n),
+                                                                           n.attr<detail::FrozenHeadAttr>().hidden_dtype));
+        }, {r.targets, r.expected}, detail::FrozenHeadAttr{hidden.dtype()});
+    }
     ops::TokenLogprobsResult r = ops::token_logprobs(hidden.value(), weight.value(), targets, chunks);
     return hidden.tape->record(r.logprobs, {hidden, weight}, [](Tape& t, const Node& n) {
         ops::TokenLogprobsGrads g = ops::token_logprobs_backward(t.value(n.in[0]), t.value(n.in[1]), n.saved[0], n.saved[1],

@@ -187,6 +187,38 @@ inline Tensor linear(const Tensor& x, const Tensor& w) {
     return matmul(x, w.transpose(0, 1));
 }
 
+namespace detail {
+// dst (contiguous view) += a @ b. CPU float32/float64 operands, or bf16 operands into float32 on a
+// CPU with bf16 products: one product that accumulates; else a product and an add.
+inline void gemm_accumulate(const Tensor& dst, const Tensor& a, const Tensor& b) {
+    if (dst.device() == Device::cpu && a.dtype() == b.dtype()) {
+        MatrixLayout la = matrix_layout(a.size(0), a.size(1), a.strides()[0], a.strides()[1]);
+        MatrixLayout lb = matrix_layout(b.size(0), b.size(1), b.strides()[0], b.strides()[1]);
+        if (la.ok && lb.ok && a.size(1) > 0) {
+            if (dst.dtype() == DType::f32 && a.dtype() == DType::bf16 &&
+                gemm_row_major_bf16<float>(la.transposed, lb.transposed, a.size(0), b.size(1), a.size(1),
+                                           static_cast<const bf16*>(a.raw_data()), la.ld, static_cast<const bf16*>(b.raw_data()), lb.ld,
+                                           dst.data<float>(), b.size(1), true))
+                return;
+            if (dst.dtype() == DType::f32 && a.dtype() == DType::f32) {
+                gemm_row_major<float>(la.transposed, lb.transposed, a.size(0), b.size(1), a.size(1), 1.0f,
+                                      static_cast<const float*>(a.raw_data()), la.ld, static_cast<const float*>(b.raw_data()), lb.ld, 1.0f,
+                                      dst.data<float>(), b.size(1));
+                return;
+            }
+            if (dst.dtype() == DType::f64 && a.dtype() == DType::f64) {
+                gemm_row_major<double>(la.transposed, lb.transposed, a.size(0), b.size(1), a.size(1), 1.0,
+                                       static_cast<const double*>(a.raw_data()), la.ld, static_cast<const double*>(b.raw_data()), lb.ld, 1.0,
+                                       dst.data<double>(), b.size(1));
+                return;
+            }
+        }
+    }
+    Tensor d = dst;
+    add_into(d, matmul(a, b, a.dtype() == DType::bf16 && dst.dtype() == DType::f32 ? DType::f32 : a.dtype()));
+}
+}  // namespace detail
+
 // y (..., N) += bias (N), in place: the bias epilogue of a product.
 inline void add_bias_(Tensor& y, const Tensor& bias) {
     DEVIANT_REQUIRE(bias.rank() == 1 && y.rank() >= 1 && y.size(-1) == bias.size(0),
@@ -355,7 +387,8 @@ inline Var lora_linear(Var x, Var w, Var a, Var b, double scaling, Var bias = {}
     DEVIANT_REQUIRE(xv.rank() >= 2, "lora_linear: input must be (..., in), got {} with weight {}", xv.shape().str(), wv.shape().str());
     Tensor u = ops::linear(xv, av);  // (..., r)
     Tensor y = ops::linear(xv, wv);  // (..., out)
-    add_into(y, ops::affine(ops::linear(u, bv), scaling));
+    // y += (s u) B^T, accumulated by the product itself (no (..., out) temporary)
+    ops::detail::gemm_accumulate(ops::detail::fold_rows(y), ops::detail::fold_rows(ops::affine(u, scaling)), bv.transpose(0, 1));
     auto rule = [](Tape& t, const Node& n) {
         const Tensor& g = output_grad(t, n);
         const Tensor &x = n.saved[0], &u = n.saved[1];
@@ -365,7 +398,7 @@ inline Var lora_linear(Var x, Var w, Var a, Var b, double scaling, Var bias = {}
         const Tensor gbs = ops::affine(ops::matmul(g2, b), s);  // s (g B), (rows, r)
         if (t.needs_grad(n, 0)) {
             Tensor dx = ops::matmul(g2, w);
-            add_into(dx, ops::matmul(gbs, a));
+            ops::detail::gemm_accumulate(dx, gbs, a);
             t.accumulate(n.in[0], dx.view(x.shape()));
         }
         const Tensor x2 = ops::detail::fold_rows(x);
