@@ -92,4 +92,26 @@ BOOST_AUTO_TEST_CASE(vectorised_float32_exp_is_within_two_ulp) {
         for (std::size_t i = 0; i < xs.size(); ++i)
             BOOST_TEST(std::abs(got[i] - want[i]) <= 1e-6 * std::abs(want[i]) + 1e-30, "op " << int(op) << " at " << xs[i]);
     }
+    // GELU (tanh form) on the same exp, as x sigmoid(2u), and its derivative, float32 and bf16
+    // storage, against the formula in float64 written the same cancellation-free way
+    // ((1 + tanh u) / 2 = 1 / (1 + e^(-2u)); std::tanh loses the tail below u = -19 in float64)
+    auto gelu_ref = [](double x, bool derivative) {
+        const double k = 0.797884560802865355879892119869, c = 0.044715, u = k * (x + c * x * x * x);
+        const double s = 1.0 / (1.0 + std::exp(-2.0 * u));
+        return derivative ? s + 2.0 * x * s * (1.0 - s) * k * (1.0 + 3.0 * c * x * x) : x * s;
+    };
+    for (auto [dt, tol] : {std::pair{DType::f32, 2e-6}, std::pair{DType::bf16, 1e-2}}) {
+        const Tensor xd = x32.to(dt);
+        const std::vector<double> held = xd.to_vector<double>();  // the values the narrow type holds
+        const Tensor ones = Tensor::full({std::int64_t(xs.size())}, 1.0, dt);
+        const std::vector<double> got_y = ops::unary(K::gelu_tanh, xd).to_vector<double>();
+        const std::vector<double> got_d = ops::unary_backward(K::gelu_tanh, xd, ops::unary(K::gelu_tanh, xd), ones).to_vector<double>();
+        for (std::size_t i = 0; i < xs.size(); ++i) {
+            const double ref_y = gelu_ref(held[i], false), ref_d = gelu_ref(held[i], true);
+            // exp(-2u) turns u's rounding (relative 2^-24) into a relative error of about |2u| times that
+            const double h = held[i], cond = 1.0 + 2.0 * std::abs(0.7978845608 * (h + 0.044715 * h * h * h));
+            BOOST_TEST(std::abs(got_y[i] - ref_y) <= tol * cond * std::abs(ref_y) + 1e-30, dtype_name(dt) << " gelu at " << xs[i]);
+            BOOST_TEST(std::abs(got_d[i] - ref_d) <= tol * cond * (std::abs(ref_d) + 1e-6), dtype_name(dt) << " gelu' at " << xs[i]);
+        }
+    }
 }

@@ -45,7 +45,8 @@ void walk(const Shape& shape, const std::array<const std::int64_t*, N>& strides,
 // bfloat16 runs the float32 loops on blocks widened on the stack (the generic loop would call
 // std::exp per element).
 inline bool has_fast_exp_loop(kernels::UnaryOp op) {
-    return op == kernels::UnaryOp::exp || op == kernels::UnaryOp::sigmoid || op == kernels::UnaryOp::silu;
+    return op == kernels::UnaryOp::exp || op == kernels::UnaryOp::sigmoid || op == kernels::UnaryOp::silu ||
+           op == kernels::UnaryOp::gelu_tanh;
 }
 inline constexpr std::int64_t bf16_widen_block = 256;
 template <class T>
@@ -91,6 +92,12 @@ bool cpu_unary_fast(kernels::UnaryOp op, const T* x, T* y, std::int64_t n) {
             case kernels::UnaryOp::silu:
                 for (std::int64_t i = 0; i < n; ++i) y[i] = x[i] / (1.0f + cpu_exp(-x[i]));
                 return true;
+            case kernels::UnaryOp::gelu_tanh:  // (1 + tanh(u)) / 2 = sigmoid(2u): no cancellation for u << 0
+                for (std::int64_t i = 0; i < n; ++i) {
+                    const float u = math::gelu_k<float>() * (x[i] + math::gelu_c<float>() * x[i] * x[i] * x[i]);
+                    y[i] = x[i] / (1.0f + cpu_exp(-2.0f * u));
+                }
+                return true;
             default: return false;
         }
     }
@@ -111,6 +118,14 @@ bool cpu_unary_backward_fast(kernels::UnaryOp op, const T* x, const T* y, const 
                 for (std::int64_t i = 0; i < n; ++i) {
                     const float s = 1.0f / (1.0f + cpu_exp(-x[i]));
                     dx[i] = s * (1.0f + x[i] * (1.0f - s)) * dy[i];
+                }
+                return true;
+            case kernels::UnaryOp::gelu_tanh:
+                for (std::int64_t i = 0; i < n; ++i) {
+                    // with s = sigmoid(2u): (1 + t) / 2 = s and (1 - t^2) / 2 = 2 s (1 - s), t = tanh(u)
+                    const float xi = x[i], u = math::gelu_k<float>() * (xi + math::gelu_c<float>() * xi * xi * xi);
+                    const float sg = 1.0f / (1.0f + cpu_exp(-2.0f * u));
+                    dx[i] = (sg + 2.0f * xi * sg * (1.0f - sg) * math::gelu_k<float>() * (1.0f + 3.0f * math::gelu_c<float>() * xi * xi)) * dy[i];
                 }
                 return true;
             default: return false;
