@@ -116,6 +116,15 @@ std::vector<Tensor> random_inputs(std::mt19937& rng, std::initializer_list<std::
     for (const auto& [s, range] : specs) v.push_back(random_tensor(s, rng, range.first, range.second, dt));
     return v;
 }
+// Inputs stored as bf16, and the same bf16 values widened to float64 (the reference's inputs).
+std::pair<std::vector<Tensor>, std::vector<Tensor>> bf16_and_rounded(const std::vector<Tensor>& in) {
+    std::vector<Tensor> narrow, rounded;
+    for (const Tensor& t : in) {
+        narrow.push_back(t.to(DType::bf16));
+        rounded.push_back(narrow.back().to(DType::f64));
+    }
+    return {narrow, rounded};
+}
 Tensor random_targets(std::mt19937& rng, std::int64_t n, std::int64_t vocab) {
     std::uniform_int_distribution<std::int64_t> u(0, vocab - 1);
     std::vector<std::int64_t> t(static_cast<std::size_t>(n));
@@ -249,8 +258,7 @@ BOOST_AUTO_TEST_CASE(token_logprobs_gradients_in_bf16_follow_f64) {
     const std::int64_t n = 45, c = 40, vocab = 300;
     auto in = random_inputs(rng, {{{n, c}, {-1, 1}}, {{vocab, c}, {-1, 1}}});
     Tensor targets = random_targets(rng, n, vocab);
-    std::vector<Tensor> rounded{in[0].to(DType::bf16).to(DType::f64), in[1].to(DType::bf16).to(DType::f64)};
-    std::vector<Tensor> narrow{in[0].to(DType::bf16), in[1].to(DType::bf16)};
+    auto [narrow, rounded] = bf16_and_rounded(in);
     auto want = values_and_grads([&](Tape&, V& v) { return token_logprobs(v[0], v[1], targets); }, rounded, {true, true});
     for (Chunks ch : {Chunks{}, Chunks{7, 13}}) {
         BOOST_TEST_CONTEXT("chunks of " << ch.rows << " rows, " << ch.vocab << " entries") {
@@ -285,8 +293,7 @@ BOOST_AUTO_TEST_CASE(token_logprobs_frozen_head_matches_unfused) {
     const std::int64_t n = 45, c = 40, vocab = 300;
     auto in = random_inputs(rng, {{{n, c}, {-1, 1}}, {{vocab, c}, {-1, 1}}});
     Tensor targets = random_targets(rng, n, vocab);
-    std::vector<Tensor> rounded{in[0].to(DType::bf16).to(DType::f64), in[1].to(DType::bf16).to(DType::f64)};
-    std::vector<Tensor> narrow{in[0].to(DType::bf16), in[1].to(DType::bf16)};
+    auto [narrow, rounded] = bf16_and_rounded(in);
     auto want = values_and_grads([&](Tape&, V& v) { return unfused_token_logprobs(v[0], v[1], targets); }, rounded, {true, false});
     auto got = values_and_grads([&](Tape&, V& v) { return token_logprobs(v[0], v[1], targets, Chunks{7, 13}); }, narrow, {true, false});
     check_all_close(got, want, 5e-3, "frozen head bf16");

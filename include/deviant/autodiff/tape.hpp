@@ -117,7 +117,6 @@ public:
     Var param(Parameter& p) {
         if (auto it = param_index_.find(&p); it != param_index_.end()) return Var{this, it->second};
         Var v = push_value(p.value, p.trainable && grad_enabled(), &p);
-        param_ids_.push_back(v.id);
         param_index_.emplace(&p, v.id);
         return v;
     }
@@ -149,7 +148,7 @@ public:
     }
 
     const Tensor& value(std::int32_t id) const {
-        DEVIANT_REQUIRE(values_[id].defined() || !released_[id], "value #{} was released by backward (retain() it before backward to read it after)", id);
+        DEVIANT_REQUIRE(values_[id].defined(), "value #{} was released by backward (retain() it before backward to read it after)", id);
         return values_[id];
     }
     // Keeps an op output's value readable after backward (metrics read after the step, tests).
@@ -194,10 +193,7 @@ public:
             // value are no longer needed. Leaves (and so parameters) keep theirs.
             n.saved = {};
             if (n.out != out.id) grads_[n.out] = Tensor{};
-            if (!retained_[n.out]) {
-                values_[n.out] = Tensor{};
-                released_[n.out] = true;
-            }
+            if (!retained_[n.out]) values_[n.out] = Tensor{};
         }
         clear_graph();
     }
@@ -214,9 +210,7 @@ public:
         grads_.clear();
         requires_grad_.clear();
         retained_.clear();
-        released_.clear();
         params_.clear();
-        param_ids_.clear();
         param_index_.clear();
     }
 
@@ -228,7 +222,6 @@ private:
         grads_.emplace_back();
         requires_grad_.push_back(rg);
         retained_.push_back(false);
-        released_.push_back(false);
         params_.push_back(p);
         return Var{this, std::int32_t(values_.size() - 1)};
     }
@@ -241,9 +234,8 @@ private:
     std::vector<std::unique_ptr<Node[]>> blocks_;  // the node arena: blocks are reused across steps
     std::size_t n_nodes_ = 0;
     std::deque<Tensor> values_, grads_;  // a deque: references handed out by value() stay valid as ops record
-    std::vector<bool> requires_grad_, retained_, released_;
+    std::vector<bool> requires_grad_, retained_;
     std::vector<Parameter*> params_;
-    std::vector<std::int32_t> param_ids_;
     std::unordered_map<const Parameter*, std::int32_t> param_index_;
 };
 

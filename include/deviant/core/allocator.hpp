@@ -126,7 +126,7 @@ private:
 
 // Bytes of host tensor memory in live blocks and their peak since reset: what a step holds,
 // whatever the C heap keeps cached. Tests use it to check that the tape releases what backward
-// no longer needs; the trainer reports the peak per step.
+// no longer needs.
 class HostMemoryStats {
 public:
     static HostMemoryStats& instance() {

@@ -271,6 +271,29 @@ inline Tensor sum_to_shape(const Tensor& src_in, const Shape& shape) {
         kernels::sum_to_shape(src.ref(), dst.ref());
         return dst.view(shape);
     }
+    // only leading axes summed (a bias, a row broadcast): rows x cols, columns in blocks across
+    // threads, each block walking the rows in order (the order of the general walk below)
+    int lead = 0;
+    while (lead < src.rank() && padded[lead] == 1 && src.size(lead) != 1) ++lead;
+    bool leading_only = true;
+    for (int i = lead; i < src.rank(); ++i) leading_only = leading_only && padded[i] == src.size(i);
+    if (leading_only) {
+        const std::int64_t cols = dst.numel(), rows = src.numel() / cols;
+        DEVIANT_DISPATCH_FLOAT(src.dtype(), T, [&] {
+            using C = compute_t<T>;
+            const T* ps = src.data<T>();
+            T* pd = dst.data<T>();
+            detail::parallel_range(cols, [&](std::int64_t c0, std::int64_t c1) {
+                std::vector<C> acc(std::size_t(c1 - c0), C(0));
+                for (std::int64_t r = 0; r < rows; ++r) {
+                    const T* row = ps + r * cols + c0;
+                    for (std::int64_t c = 0; c < c1 - c0; ++c) acc[std::size_t(c)] += load(row[c]);
+                }
+                for (std::int64_t c = c0; c < c1; ++c) pd[c] = store<T>(acc[std::size_t(c - c0)]);
+            }, rows);
+        });
+        return dst.view(shape);
+    }
     DEVIANT_DISPATCH_FLOAT(src.dtype(), T, [&] {
         using C = compute_t<T>;
         std::vector<C> acc(std::size_t(dst.numel()), C(0));

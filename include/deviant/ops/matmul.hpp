@@ -246,33 +246,30 @@ inline void add_bias_(Tensor& y, const Tensor& bias) {
 }
 
 // The gradient of a bias added to every row: g (..., N) summed over all leading axes -> (N).
-inline Tensor bias_grad(const Tensor& g_in) {
-    DEVIANT_REQUIRE(g_in.rank() >= 1, "bias gradient of a scalar");
-    const std::int64_t cols = g_in.size(-1);
-    if (g_in.device() == Device::cuda) return sum_to_shape(g_in, Shape{cols});
-    Tensor g = g_in.contiguous();
-    const std::int64_t rows = cols ? g.numel() / cols : 0;
-    Tensor out = Tensor::empty({cols}, g.dtype(), g.device());
-    DEVIANT_DISPATCH_FLOAT(g.dtype(), T, [&] {
-        using C = compute_t<T>;
-        const T* pg = g.data<T>();
-        T* po = out.data<T>();
-        // columns in blocks across threads; each block walks every row, its sums in the compute type
-        detail::parallel_range(cols, [&](std::int64_t c0, std::int64_t c1) {
-            std::vector<C> acc(std::size_t(c1 - c0), C(0));
-            for (std::int64_t r = 0; r < rows; ++r) {
-                const T* row = pg + r * cols + c0;
-                for (std::int64_t c = 0; c < c1 - c0; ++c) acc[std::size_t(c)] += load(row[c]);
-            }
-            for (std::int64_t c = c0; c < c1; ++c) po[c] = store<T>(acc[std::size_t(c - c0)]);
-        }, rows);
-    });
-    return out;
+inline Tensor bias_grad(const Tensor& g) {
+    DEVIANT_REQUIRE(g.rank() >= 1, "bias gradient of a scalar");
+    return sum_to_shape(g, Shape{g.size(-1)});
 }
 
 }  // namespace deviant::ops
 
 namespace deviant {
+
+namespace detail {
+// Records the product y of `first, rest...`; with a bias, y += bias in place first and the bias
+// takes the next input slot (its gradient: accumulate_bias_grad with that slot).
+template <class Attr, class... Rest>
+Var record_with_bias(Tensor y, Var bias, BackwardFn rule, std::initializer_list<Tensor> saved, const Attr& attr, Var first, Rest... rest) {
+    Tape& t = *first.tape;
+    if (!bias.defined()) return t.record(std::move(y), {first, rest...}, rule, saved, attr);
+    ops::add_bias_(y, bias.value());
+    return t.record(std::move(y), {first, rest..., bias}, rule, saved, attr);
+}
+// In a backward rule: dbias = g summed over the rows, when the node has a bias in input slot `slot`.
+inline void accumulate_bias_grad(Tape& t, const Node& n, int slot, const Tensor& g) {
+    if (n.n_in > slot && t.needs_grad(n, slot)) t.accumulate(n.in[slot], ops::bias_grad(g));
+}
+}  // namespace detail
 
 // --- differentiable products ---
 // dA = dC @ B^T; dB = A^T @ dC (summed over the batch when b is a shared (K, N) weight); with a
@@ -291,12 +288,9 @@ inline Var matmul(Var a, Var b, Var bias = {}) {
                 t.accumulate(n.in[1], ops::matmul(a.transpose(-1, -2), g));
             }
         }
-        if (n.n_in > 2 && t.needs_grad(n, 2)) t.accumulate(n.in[2], ops::bias_grad(g));
+        detail::accumulate_bias_grad(t, n, 2, g);
     };
-    Tensor c = ops::matmul(a.value(), b.value());
-    if (!bias.defined()) return a.tape->record(std::move(c), {a, b}, rule, {a.value(), b.value()});
-    ops::add_bias_(c, bias.value());
-    return a.tape->record(std::move(c), {a, b, bias}, rule, {a.value(), b.value()});
+    return detail::record_with_bias(ops::matmul(a.value(), b.value()), bias, rule, {a.value(), b.value()}, NoAttrs{}, a, b);
 }
 
 // x (..., in) @ w^T (+ bias) for w (out, in), bias (out,) or undefined: dx = dy @ w,
@@ -313,12 +307,9 @@ inline Var linear(Var x, Var w, Var bias = {}) {
             Tensor g2 = g.rank() == 2 ? g : ops::detail::fold_rows(g);
             t.accumulate(n.in[1], ops::matmul(g2.transpose(0, 1), x2));
         }
-        if (n.n_in > 2 && t.needs_grad(n, 2)) t.accumulate(n.in[2], ops::bias_grad(g));
+        detail::accumulate_bias_grad(t, n, 2, g);
     };
-    Tensor y = ops::linear(x.value(), w.value());
-    if (!bias.defined()) return x.tape->record(std::move(y), {x, w}, rule, {x.value(), w.value()});
-    ops::add_bias_(y, bias.value());
-    return x.tape->record(std::move(y), {x, w, bias}, rule, {x.value(), w.value()});
+    return detail::record_with_bias(ops::linear(x.value(), w.value()), bias, rule, {x.value(), w.value()}, NoAttrs{}, x, w);
 }
 
 // How a weight matrix is stored: (in, out) as GPT-2's Conv1D, or (out, in) as torch's Linear.
@@ -340,9 +331,6 @@ inline Var activation_matmul(kernels::UnaryOp act, Var h, Var w, WeightLayout la
                         h.value().size(-1) == (layout == WeightLayout::in_out ? w.value().size(0) : w.value().size(1)),
                     "activation_matmul: input {} does not fit weight {} stored {}", h.shape().str(), w.shape().str(),
                     layout == WeightLayout::in_out ? "(in, out)" : "(out, in)");
-    auto product = [](const Tensor& a, const Tensor& w, WeightLayout layout) {
-        return layout == WeightLayout::in_out ? ops::matmul(a, w) : ops::linear(a, w);
-    };
     auto rule = [](Tape& t, const Node& n) {
         const auto& at = n.attr<detail::ActivationMatmulAttr>();
         const Tensor& g = output_grad(t, n);
@@ -357,13 +345,11 @@ inline Var activation_matmul(kernels::UnaryOp act, Var h, Var w, WeightLayout la
             const Tensor a2 = ops::detail::fold_rows(a);
             t.accumulate(n.in[1], at.layout == WeightLayout::in_out ? ops::matmul(a2.transpose(0, 1), g2) : ops::matmul(g2.transpose(0, 1), a2));
         }
-        if (n.n_in > 2 && t.needs_grad(n, 2)) t.accumulate(n.in[2], ops::bias_grad(g));
+        detail::accumulate_bias_grad(t, n, 2, g);
     };
-    Tensor y = product(ops::unary(act, h.value()), w.value(), layout);  // act(h) lives only for the product
-    const detail::ActivationMatmulAttr attr{act, layout};
-    if (!bias.defined()) return h.tape->record(std::move(y), {h, w}, rule, {h.value(), w.value()}, attr);
-    ops::add_bias_(y, bias.value());
-    return h.tape->record(std::move(y), {h, w, bias}, rule, {h.value(), w.value()}, attr);
+    const Tensor a = ops::unary(act, h.value());  // lives only for the product
+    Tensor y = layout == WeightLayout::in_out ? ops::matmul(a, w.value()) : ops::linear(a, w.value());
+    return detail::record_with_bias(std::move(y), bias, rule, {h.value(), w.value()}, detail::ActivationMatmulAttr{act, layout}, h, w);
 }
 
 namespace detail {
@@ -405,11 +391,9 @@ inline Var lora_linear(Var x, Var w, Var a, Var b, double scaling, Var bias = {}
         if (t.needs_grad(n, 1)) t.accumulate(n.in[1], ops::matmul(g2.transpose(0, 1), x2));
         if (t.needs_grad(n, 2)) t.accumulate(n.in[2], ops::matmul(gbs.transpose(0, 1), x2));
         if (t.needs_grad(n, 3)) t.accumulate(n.in[3], ops::affine(ops::matmul(g2.transpose(0, 1), ops::detail::fold_rows(u)), s));
-        if (n.n_in > 4 && t.needs_grad(n, 4)) t.accumulate(n.in[4], ops::bias_grad(g));
+        detail::accumulate_bias_grad(t, n, 4, g);
     };
-    if (!bias.defined()) return x.tape->record(std::move(y), {x, w, a, b}, rule, {xv, u}, detail::LoraLinearAttr{scaling});
-    ops::add_bias_(y, bias.value());
-    return x.tape->record(std::move(y), {x, w, a, b, bias}, rule, {xv, u}, detail::LoraLinearAttr{scaling});
+    return detail::record_with_bias(std::move(y), bias, rule, {xv, u}, detail::LoraLinearAttr{scaling}, x, w, a, b);
 }
 
 }  // namespace deviant
