@@ -176,6 +176,27 @@ BOOST_AUTO_TEST_CASE(backward_releases_values_and_holds_parameter_grads_once) {
     BOOST_TEST(throws_naming([&] { (void)first.value(); }, {"released", "retain"}));
 }
 
+// --- (e3) a bf16 parameter's gradient is float32: contributions are summed without bf16 rounding ---
+BOOST_AUTO_TEST_CASE(bf16_parameter_gradient_is_float32) {
+    Parameter p("w", Tensor::full({3}, 0.5, DType::bf16));
+    BOOST_TEST((p.grad_dtype() == DType::f32));
+    Tape tape;
+    Var w = tape.param(p);
+    // d/dw = 256 + 1 = 257: exact in float32, 256 in bf16 (8 bits of mantissa)
+    Var loss = sum_all(affine(w, 256.0)) + sum_all(w);
+    tape.backward(loss);
+    BOOST_TEST((p.grad.dtype() == DType::f32));
+    BOOST_TEST(p.grad.to_vector<double>() == std::vector<double>(3, 257.0), boost::test_tools::per_element());
+    // a second backward adds into the float32 buffer: 514, not bf16's 512
+    Tape again;
+    Var w2 = again.param(p);
+    again.backward(sum_all(affine(w2, 256.0)) + sum_all(w2));
+    BOOST_TEST(p.grad.to_vector<double>() == std::vector<double>(3, 514.0), boost::test_tools::per_element());
+    // float32 and float64 parameters keep their own dtype
+    BOOST_TEST((Parameter("f", Tensor::zeros({1})).grad_dtype() == DType::f32));
+    BOOST_TEST((Parameter("d", Tensor::zeros({1}, DType::f64)).grad_dtype() == DType::f64));
+}
+
 // --- (f) tensor views ---
 BOOST_AUTO_TEST_CASE(views_share_storage_without_copying) {
     Tensor t = Tensor::zeros({3, 4});

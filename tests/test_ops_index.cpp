@@ -109,6 +109,19 @@ BOOST_AUTO_TEST_CASE(embedding_forward_and_backward_by_hand) {
                boost::test_tools::per_element());
 }
 
+// A bf16 embedding's gradient is float32: each row's sum is rounded once, to float32, not to bf16
+// (256 + 1 + 1 is 258 in float32, 256 in bf16).
+BOOST_AUTO_TEST_CASE(bf16_embedding_gradient_sums_rows_in_float32) {
+    Parameter p("w", Tensor::zeros({3, 2}, DType::bf16));
+    Tape tape;
+    Var y = embedding(tape.param(p), ids({1, 1, 1, 0}, {4}));
+    tape.backward(y, values({256, 512, 1, 1, 1, 1, 3, 4}, {4, 2}).to(DType::bf16));
+    BOOST_TEST((p.grad.dtype() == DType::f32));
+    BOOST_TEST(p.grad.to_vector<double>() == std::vector<double>({3, 4, 258, 514, 0, 0}), boost::test_tools::per_element());
+    // the op itself keeps the gradient's dtype unless asked
+    BOOST_TEST((ops::embedding_backward(values({1, 2}, {1, 2}).to(DType::bf16), ids({0}, {1}), {2, 2}).dtype() == DType::bf16));
+}
+
 BOOST_AUTO_TEST_CASE(concat_split_where_masked_fill_forward) {
     Tape tape;
     Var a = tape.leaf(values({1, 2, 3, 4}, {2, 2}));

@@ -236,6 +236,39 @@ BOOST_AUTO_TEST_CASE(activation_matmul_equals_activation_then_product) {
                           Error, [](const Error& e) { return names_both(e, "(2, 6)", "(5, 6)"); });
 }
 
+// A bf16 weight's gradient is float32 (Parameter::grad_dtype) and comes straight from the bf16
+// product's float32 accumulators: it matches the float64 product of the same bf16 values to
+// float32 rounding, far inside bf16's spacing (2^-8 relative), for every product with a weight.
+BOOST_AUTO_TEST_CASE(bf16_weight_gradients_are_float32_products) {
+    std::mt19937 rng(7);
+    const Tensor x = random_tensor({3, 16, 24}, rng, -1, 1, DType::bf16), seed = random_tensor({3, 16, 20}, rng, -1, 1, DType::bf16);
+    auto wide = [](const Tensor& t) { return t.to(DType::f64).view({-1, t.size(-1)}); };
+    auto check = [&](const char* what, Parameter& p, const Tensor& want) {
+        BOOST_TEST_CONTEXT(what) {
+            BOOST_TEST((p.grad.dtype() == DType::f32));
+            check_close(p.grad.to_vector<double>(), want.to_vector<double>(), 2e-6);
+        }
+    };
+    {  // linear: dW (20, 24) = g^T x
+        Parameter w("w", random_tensor({20, 24}, rng, -1, 1, DType::bf16));
+        Tape t;
+        t.backward(linear(t.leaf(x), t.param(w)), seed);
+        check("linear", w, ops::matmul(wide(seed).transpose(0, 1), wide(x)));
+    }
+    {  // matmul with a shared (K, N) weight: dW (24, 20) = x^T g
+        Parameter w("w", random_tensor({24, 20}, rng, -1, 1, DType::bf16));
+        Tape t;
+        t.backward(matmul(t.leaf(x), t.param(w)), seed);
+        check("matmul", w, ops::matmul(wide(x).transpose(0, 1), wide(seed)));
+    }
+    {  // activation_matmul (in, out): dW = act(h)^T g, act(h) in bf16 as the forward used it
+        Parameter w("w", random_tensor({24, 20}, rng, -1, 1, DType::bf16));
+        Tape t;
+        t.backward(activation_matmul(kernels::UnaryOp::gelu_tanh, t.leaf(x), t.param(w), WeightLayout::in_out), seed);
+        check("activation_matmul", w, ops::matmul(wide(ops::unary(kernels::UnaryOp::gelu_tanh, x)).transpose(0, 1), wide(seed)));
+    }
+}
+
 BOOST_AUTO_TEST_CASE(transposed_views_are_read_in_place) {
     BOOST_TEST(ops::matrix_layout(3, 4, 4, 1).ok);
     BOOST_TEST(!ops::matrix_layout(3, 4, 4, 1).transposed);

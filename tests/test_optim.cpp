@@ -145,6 +145,37 @@ BOOST_AUTO_TEST_CASE(adamw_master_weights_keep_updates_bf16_would_round_away) {
     BOOST_TEST(run(false).first == 1.0);                                            // without a master nothing moved
 }
 
+// A bf16 parameter's gradient is float32 (Parameter::grad_dtype): the update reads it unrounded,
+// so the master follows the float32 run bit for bit even when the gradient has no bf16 form.
+BOOST_AUTO_TEST_CASE(adamw_bf16_parameter_takes_a_float32_gradient) {
+    const double g0 = 1.0 + std::ldexp(1.0, -12), g1 = 3e-3 * (1.0 + std::ldexp(1.0, -10));  // below bf16's spacing
+    BOOST_TEST(double(float(bf16(float(g0)))) != g0);
+    Parameter f("w", Tensor::full({4}, 0.75, DType::f32)), b("w", Tensor::full({4}, 0.75, DType::bf16));
+    BOOST_TEST((f.grad_dtype() == DType::f32 && b.grad_dtype() == DType::f32));
+    optim::AdamW of({&f}, {0.9, 0.999, 1e-8, 0.0}), ob({&b}, {0.9, 0.999, 1e-8, 0.0});
+    for (int s = 0; s < 20; ++s) {
+        const double g = s % 2 ? g1 : g0;
+        f.grad = Tensor::full({4}, g, DType::f32);
+        b.grad = Tensor::full({4}, g, DType::f32);
+        of.step(1e-3);
+        ob.step(1e-3);
+    }
+    BOOST_TEST(ob.master_of(b).to_vector<double>() == f.value.to_vector<double>(), boost::test_tools::per_element());
+    BOOST_TEST(b.value.to_vector<double>()[0] == double(float(bf16(float(f.value.to_vector<double>()[0])))));
+    // Without a master the bf16 weight itself is updated from the float32 gradient.
+    Parameter c("w", Tensor::full({4}, 0.75, DType::bf16));
+    optim::AdamW oc({&c}, {0.9, 0.999, 1e-8, 0.0, /*master_weights=*/false});
+    c.grad = Tensor::full({4}, g0, DType::f32);
+    oc.step(0.1);
+    BOOST_TEST(c.value.to_vector<double>()[0] < 0.75);
+    // Any other gradient dtype is converted, never reinterpreted.
+    Parameter d("w", Tensor::full({4}, 0.75, DType::bf16));
+    optim::AdamW od({&d}, {0.9, 0.999, 1e-8, 0.0});
+    d.grad = Tensor::full({4}, 1.0, DType::f64);
+    od.step(0.1);
+    BOOST_TEST(d.value.to_vector<double>()[0] < 0.75);
+}
+
 BOOST_AUTO_TEST_CASE(adamw_master_weights_checkpoint_and_refresh) {
     auto make = [] {
         std::mt19937 rng(9);

@@ -27,10 +27,12 @@
 namespace deviant {
 
 // A trainable tensor and its gradient; gradients are *added* into `grad` by Tape::backward.
+// A bfloat16 parameter's gradient is held in float32 (grad_dtype()): micro-batch gradients and
+// the ranks' gradients are summed without rounding each partial sum to 8 bits of mantissa.
 struct Parameter {
     std::string name;
     Tensor value;
-    Tensor grad;  // allocated on first backward; zero_grad() clears it
+    Tensor grad;  // allocated on first backward, of grad_dtype(); zero_grad() clears it
     bool trainable = true;
 
     Parameter() = default;
@@ -41,6 +43,8 @@ struct Parameter {
     // Drops the gradient buffer (PyTorch's set_to_none): the next backward adopts its first
     // gradient, so a step's peak memory does not hold last step's gradients.
     void release_grad() { grad = Tensor{}; }
+    // The dtype of `grad`: float32 for a bfloat16 parameter, the parameter's own dtype otherwise.
+    DType grad_dtype() const { return value.dtype() == DType::bf16 ? DType::f32 : value.dtype(); }
 };
 
 namespace detail {
@@ -158,18 +162,37 @@ public:
     }
     const Tensor& grad(std::int32_t id) const { return params_[id] ? params_[id]->grad : grads_[id]; }
     bool requires_grad(std::int32_t id) const { return requires_grad_[id]; }
+    // The dtype value `id`'s gradient is kept in: a parameter's grad_dtype() (float32 for bf16),
+    // else the value's own. A backward rule that can produce it directly (a bf16 product's float32
+    // accumulators) saves the widening and the rounding.
+    DType grad_dtype(std::int32_t id) const { return params_[id] ? params_[id]->grad_dtype() : values_[id].dtype(); }
     std::size_t num_nodes() const { return n_nodes_; }
     std::size_t num_values() const { return values_.size(); }
 
     // Called by backward rules: adds `g` to the gradient of value `id` (ignored if it needs none).
     // `g` must be a fresh tensor the caller does not keep (the first one is adopted, not copied).
+    // A parameter's gradient is kept in its grad_dtype() (a bf16 gradient is widened to float32).
     void accumulate(std::int32_t id, Tensor g) {
         if (!requires_grad_[id]) return;
         const Tensor& v = values_[id];
         DEVIANT_REQUIRE(g.shape() == v.shape(), "backward produced gradient {} for value {}", g.shape().str(), v.shape().str());
+        Parameter* p = params_[id];
+        Tensor& into = p ? p->grad : grads_[id];
+        const DType want = p ? p->grad_dtype() : g.dtype();
+        if (into.defined()) add_into(into, g);
+        else if (g.dtype() != want) into = g.to(want);
+        else into = g.is_contiguous() ? std::move(g) : g.contiguous();
+    }
+    // For a backward rule that adds its gradient in place (a scatter into a few rows of a large
+    // table): add(buffer) adds into the gradient of value `id`, made zeroed in grad_dtype(id) on
+    // first use (ignored if the value needs no gradient).
+    template <class Add>
+    void accumulate_in_place(std::int32_t id, Add&& add) {
+        if (!requires_grad_[id]) return;
         Tensor& into = params_[id] ? params_[id]->grad : grads_[id];
-        if (!into.defined()) into = g.is_contiguous() ? std::move(g) : g.contiguous();
-        else add_into(into, g);
+        if (!into.defined()) into = Tensor::zeros(values_[id].shape(), grad_dtype(id), values_[id].device());
+        else if (!into.is_contiguous()) into = into.contiguous();
+        add(into);
     }
     // Gradient flowing into an input slot of a node, or undefined when that input needs none.
     bool needs_grad(const Node& n, int slot) const { return requires_grad_[n.in[slot]]; }

@@ -2,7 +2,8 @@
 // per parameter, math in the state type (float for f32/bf16 parameters, double for f64), the
 // parameter rounded back to nearest-even for bf16. adamw_step_many updates many float32-state
 // parameters in one launch; with a float32 master copy (mixed precision, bf16 parameters) the
-// update runs on the master and the bf16 weight is rewritten from it. The formula is
+// update runs on the master and the bf16 weight is rewritten from it. A bf16 parameter's
+// gradient may be float32 (Parameter::grad_dtype) or bf16. The formula is
 // optim/adamw_math.hpp's.
 #pragma once
 #include "deviant/kernels/common.cuh"
@@ -62,14 +63,9 @@ __global__ void adamw_step_many_kernel(AdamWTable table) {
     const std::int64_t block = std::int64_t(blockIdx.x) - table.block_begin[k];
     const std::int64_t stride = std::int64_t(table.block_begin[k + 1] - table.block_begin[k]) * blockDim.x;
     for (std::int64_t i = block * blockDim.x + threadIdx.x; i < e.n; i += stride) {
-        float p, g;
-        if (e.bf16) {
-            p = e.master ? e.master[i] : ld(static_cast<const __nv_bfloat16*>(e.param)[i]);
-            g = ld(static_cast<const __nv_bfloat16*>(e.grad)[i]);
-        } else {
-            p = static_cast<const float*>(e.param)[i];
-            g = static_cast<const float*>(e.grad)[i];
-        }
+        float p = e.bf16 ? (e.master ? e.master[i] : ld(static_cast<const __nv_bfloat16*>(e.param)[i]))
+                         : static_cast<const float*>(e.param)[i];
+        float g = e.grad_bf16 ? ld(static_cast<const __nv_bfloat16*>(e.grad)[i]) : static_cast<const float*>(e.grad)[i];
         float m = e.exp_avg[i], v = e.exp_avg_sq[i];
         optim::adamw_update<float>(p, g, m, v, e.decay, e.one_minus_beta1, e.beta2, e.one_minus_beta2, e.neg_step_size,
                                    e.bias_correction2_sqrt, e.eps);

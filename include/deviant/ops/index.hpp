@@ -8,6 +8,7 @@
 // CCCL/CUB) and sums each id's rows in position order — the CPU reference uses the same order.
 // CPU references are here; the CUDA kernels are in kernels/index.cuh.
 #pragma once
+#include <optional>
 #include <algorithm>
 #include <numeric>
 
@@ -148,37 +149,58 @@ inline Tensor embedding(const Tensor& weight_in, const Tensor& ids_in) {
     return out;
 }
 
-// dweight (V, C): per id, the sum of its dy rows in position order (same order on CPU and CUDA).
-inline Tensor embedding_backward(const Tensor& dy_in, const Tensor& ids_in, const Shape& weight_shape) {
+// dweight (V, C) += the rows of dy (ids..., C) summed per id in position order, in place. Any
+// floating dtypes: each row's sum is formed in the compute type and added to dweight once, so a
+// bf16 gradient lands in a float32 buffer unrounded. The tape adds a parameter's embedding
+// gradient this way, into its gradient buffer, instead of materialising a second (V, C) table
+// (CUDA still sums into a fresh table, then adds it).
+inline void embedding_backward_into(Tensor& dweight, const Tensor& dy_in, const Tensor& ids_in) {
     Tensor ids = ids_in.contiguous(), dy = dy_in.contiguous();
-    const std::int64_t V = weight_shape[0], C = weight_shape[1], n = ids.numel();
-    DEVIANT_REQUIRE(dy.numel() == n * C, "embedding backward: gradient {} for ids {} and weight {}", dy.shape().str(), ids.shape().str(),
-                    weight_shape.str());
+    DEVIANT_REQUIRE(dweight.rank() == 2 && dweight.is_contiguous() && dy.numel() == ids.numel() * dweight.size(1),
+                    "embedding backward: gradient {} for ids {} and weight gradient {}", dy.shape().str(), ids.shape().str(),
+                    dweight.describe());
+    const std::int64_t V = dweight.size(0), C = dweight.size(1), n = ids.numel();
     require_same_device(dy, ids, "embedding backward");
-    Tensor dw = Tensor::zeros(weight_shape, dy.dtype(), dy.device());
-    if (n == 0 || C == 0) return dw;
+    require_same_device(dy, dweight, "embedding backward");
+    if (n == 0 || C == 0) return;
     if (dy.device() == Device::cuda) {
+        Tensor dw = Tensor::zeros(dweight.shape(), dy.dtype(), dy.device());
         kernels::embedding_backward(ids.ref(), dy.view({n, C}).ref(), dw.ref());
-        return dw;
+        add_into(dweight, dw);
+        return;
     }
     const std::int64_t* pi = ids.data<std::int64_t>();
     std::vector<std::int64_t> order(static_cast<std::size_t>(n));
     std::iota(order.begin(), order.end(), std::int64_t(0));
     std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) { return pi[a] < pi[b]; });
     DEVIANT_DISPATCH_FLOAT(dy.dtype(), T, [&] {
-        using Acc = compute_t<T>;
-        const T* pg = dy.data<T>();
-        T* pd = dw.data<T>();
-        std::vector<Acc> acc(static_cast<std::size_t>(C));
-        for (std::size_t r = 0; r < order.size();) {
-            const std::int64_t id = pi[order[r]];
-            std::fill(acc.begin(), acc.end(), Acc(0));
-            for (; r < order.size() && pi[order[r]] == id; ++r)
-                for (std::int64_t c = 0; c < C; ++c) acc[std::size_t(c)] += load(pg[order[r] * C + c]);
-            DEVIANT_REQUIRE(id >= 0 && id < V, "embedding backward: id {} out of range for {} rows", id, V);
-            for (std::int64_t c = 0; c < C; ++c) pd[id * C + c] = store<T>(acc[std::size_t(c)]);
-        }
+        DEVIANT_DISPATCH_FLOAT(dweight.dtype(), O, [&] {
+            using Acc = std::conditional_t<std::is_same_v<T, double> || std::is_same_v<O, double>, double, float>;
+            const T* pg = dy.data<T>();
+            O* pd = dweight.data<O>();
+            std::vector<Acc> acc(static_cast<std::size_t>(C));
+            for (std::size_t r = 0; r < order.size();) {
+                const std::int64_t id = pi[order[r]];
+                DEVIANT_REQUIRE(id >= 0 && id < V, "embedding backward: id {} out of range for {} rows", id, V);
+                for (std::int64_t c = 0; c < C; ++c) acc[std::size_t(c)] = Acc(load(pd[id * C + c]));
+                for (; r < order.size() && pi[order[r]] == id; ++r)
+                    for (std::int64_t c = 0; c < C; ++c) acc[std::size_t(c)] += Acc(load(pg[order[r] * C + c]));
+                for (std::int64_t c = 0; c < C; ++c) pd[id * C + c] = store<O>(acc[std::size_t(c)]);
+            }
+        });
     });
+}
+
+// The gradient of embedding: a (V, C) table of dy's rows summed per id, in dy's dtype or
+// `out_dtype` (float32 for a bf16 gradient).
+inline Tensor embedding_backward(const Tensor& dy, const Tensor& ids, const Shape& weight_shape,
+                                 std::optional<DType> out_dtype = std::nullopt) {
+    DEVIANT_REQUIRE(weight_shape.rank() == 2, "embedding backward: weight shape {} is not (V, C)", weight_shape.str());
+    const DType od = out_dtype.value_or(dy.dtype());
+    DEVIANT_REQUIRE(od == dy.dtype() || (dy.dtype() == DType::bf16 && od == DType::f32),
+                    "embedding backward: a {} gradient cannot be summed into {}", dy.describe(), dtype_name(od));
+    Tensor dw = Tensor::zeros(weight_shape, od, dy.device());
+    embedding_backward_into(dw, dy, ids);
     return dw;
 }
 
@@ -291,7 +313,8 @@ inline Var gather(Var x, const Tensor& index, int axis) {
 inline Var embedding(Var weight, const Tensor& ids) {
     Tensor idx = ids.contiguous();
     return weight.tape->record(ops::embedding(weight.value(), idx), {weight}, [](Tape& t, const Node& n) {
-        t.accumulate(n.in[0], ops::embedding_backward(output_grad(t, n), n.saved[0], t.value(n.in[0]).shape()));
+        // added in place into the (V, C) gradient: a table's worth of zeros is made at most once
+        t.accumulate_in_place(n.in[0], [&](Tensor& dw) { ops::embedding_backward_into(dw, output_grad(t, n), n.saved[0]); });
     }, {idx});
 }
 

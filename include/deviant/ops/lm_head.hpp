@@ -20,6 +20,7 @@
 // two head products per step instead of three (forward, recompute, dz @ W).
 // CPU references are here; the CUDA kernels (softmax / gradient parts) are in kernels/lm_head.cuh.
 #pragma once
+#include <optional>
 #include <cmath>
 #include <limits>
 
@@ -264,10 +265,12 @@ inline TokenLogprobsResult token_logprobs(const Tensor& hidden_in, const Tensor&
     return r;
 }
 
-// Gradients of token_logprobs given its saved log-sum-exp and the output gradient dy (N,).
+// Gradients of token_logprobs given its saved log-sum-exp and the output gradient dy (N,), in
+// the inputs' dtypes; `dweight_dtype` float32 for a bf16 weight keeps the weight's gradient as
+// accumulated (a parameter's float32 gradient buffer, Parameter::grad_dtype).
 inline TokenLogprobsGrads token_logprobs_backward(const Tensor& hidden_in, const Tensor& weight_in, const Tensor& targets,
                                                   const Tensor& lse_in, const Tensor& dy_in, bool want_dhidden, bool want_dweight,
-                                                  LmHeadChunks chunks_in = {}) {
+                                                  LmHeadChunks chunks_in = {}, std::optional<DType> dweight_dtype = std::nullopt) {
     const char* op = "token_logprobs backward";
     detail::check_lm_head_args(op, hidden_in, weight_in);
     const std::int64_t N = hidden_in.size(0), V = weight_in.size(0), Cdim = hidden_in.size(1);
@@ -304,7 +307,10 @@ inline TokenLogprobsGrads token_logprobs_backward(const Tensor& hidden_in, const
         }
     }
     if (want_dhidden) g.dhidden = dh.dtype() == hidden_in.dtype() ? dh : dh.to(hidden_in.dtype());
-    if (want_dweight) g.dweight = dw.dtype() == weight_in.dtype() ? dw : dw.to(weight_in.dtype());
+    const DType dw_dtype = dweight_dtype.value_or(weight_in.dtype());
+    DEVIANT_REQUIRE(dw_dtype == weight_in.dtype() || dw_dtype == ct, "{}: a {} weight's gradient cannot be {}", op,
+                    dtype_name(weight_in.dtype()), dtype_name(dw_dtype));
+    if (want_dweight) g.dweight = dw.dtype() == dw_dtype ? dw : dw.to(dw_dtype);
     return g;
 }
 
@@ -370,7 +376,7 @@ inline Var token_logprobs(Var hidden, Var weight, const Tensor& targets, ops::Lm
     return hidden.tape->record(r.logprobs, {hidden, weight}, [](Tape& t, const Node& n) {
         ops::TokenLogprobsGrads g = ops::token_logprobs_backward(t.value(n.in[0]), t.value(n.in[1]), n.saved[0], n.saved[1],
                                                                  output_grad(t, n), t.needs_grad(n, 0), t.needs_grad(n, 1),
-                                                                 n.attr<detail::LmHeadAttr>().chunks);
+                                                                 n.attr<detail::LmHeadAttr>().chunks, t.grad_dtype(n.in[1]));
         if (t.needs_grad(n, 0)) t.accumulate(n.in[0], std::move(g.dhidden));
         if (t.needs_grad(n, 1)) t.accumulate(n.in[1], std::move(g.dweight));
     }, {r.targets, r.lse}, detail::LmHeadAttr{chunks});

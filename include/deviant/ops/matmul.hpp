@@ -283,7 +283,7 @@ inline Var matmul(Var a, Var b, Var bias = {}) {
             if (b.rank() == 2) {
                 Tensor a2 = a.rank() == 2 ? a : ops::detail::fold_rows(a);
                 Tensor g2 = g.rank() == 2 ? g : ops::detail::fold_rows(g);
-                t.accumulate(n.in[1], ops::matmul(a2.transpose(0, 1), g2));
+                t.accumulate(n.in[1], ops::matmul(a2.transpose(0, 1), g2, t.grad_dtype(n.in[1])));
             } else {
                 t.accumulate(n.in[1], ops::matmul(a.transpose(-1, -2), g));
             }
@@ -305,7 +305,7 @@ inline Var linear(Var x, Var w, Var bias = {}) {
         if (t.needs_grad(n, 1)) {
             Tensor x2 = x.rank() == 2 ? x : ops::detail::fold_rows(x);
             Tensor g2 = g.rank() == 2 ? g : ops::detail::fold_rows(g);
-            t.accumulate(n.in[1], ops::matmul(g2.transpose(0, 1), x2));
+            t.accumulate(n.in[1], ops::matmul(g2.transpose(0, 1), x2, t.grad_dtype(n.in[1])));
         }
         detail::accumulate_bias_grad(t, n, 2, g);
     };
@@ -343,7 +343,9 @@ inline Var activation_matmul(kernels::UnaryOp act, Var h, Var w, WeightLayout la
         }
         if (t.needs_grad(n, 1)) {
             const Tensor a2 = ops::detail::fold_rows(a);
-            t.accumulate(n.in[1], at.layout == WeightLayout::in_out ? ops::matmul(a2.transpose(0, 1), g2) : ops::matmul(g2.transpose(0, 1), a2));
+            const DType gd = t.grad_dtype(n.in[1]);
+            t.accumulate(n.in[1], at.layout == WeightLayout::in_out ? ops::matmul(a2.transpose(0, 1), g2, gd)
+                                                                    : ops::matmul(g2.transpose(0, 1), a2, gd));
         }
         detail::accumulate_bias_grad(t, n, 2, g);
     };
@@ -388,9 +390,10 @@ inline Var lora_linear(Var x, Var w, Var a, Var b, double scaling, Var bias = {}
             t.accumulate(n.in[0], dx.view(x.shape()));
         }
         const Tensor x2 = ops::detail::fold_rows(x);
-        if (t.needs_grad(n, 1)) t.accumulate(n.in[1], ops::matmul(g2.transpose(0, 1), x2));
-        if (t.needs_grad(n, 2)) t.accumulate(n.in[2], ops::matmul(gbs.transpose(0, 1), x2));
-        if (t.needs_grad(n, 3)) t.accumulate(n.in[3], ops::affine(ops::matmul(g2.transpose(0, 1), ops::detail::fold_rows(u)), s));
+        if (t.needs_grad(n, 1)) t.accumulate(n.in[1], ops::matmul(g2.transpose(0, 1), x2, t.grad_dtype(n.in[1])));
+        if (t.needs_grad(n, 2)) t.accumulate(n.in[2], ops::matmul(gbs.transpose(0, 1), x2, t.grad_dtype(n.in[2])));
+        if (t.needs_grad(n, 3))
+            t.accumulate(n.in[3], ops::affine(ops::matmul(g2.transpose(0, 1), ops::detail::fold_rows(u), t.grad_dtype(n.in[3])), s));
         detail::accumulate_bias_grad(t, n, 4, g);
     };
     return detail::record_with_bias(std::move(y), bias, rule, {xv, u}, detail::LoraLinearAttr{scaling}, x, w, a, b);

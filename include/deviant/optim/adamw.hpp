@@ -112,7 +112,9 @@ public:
                 s.exp_avg_sq = s.exp_avg_sq.to(p.value.device());
                 if (s.master.defined()) s.master = s.master.to(p.value.device());
             }
-            Tensor g = p.grad.dtype() == p.value.dtype() ? p.grad.contiguous() : p.grad.to(p.value.dtype()).contiguous();
+            // a bf16 parameter's gradient is float32 (Parameter::grad_dtype) or bf16; anything else is converted
+            const bool grad_ok = p.grad.dtype() == p.value.dtype() || p.grad.dtype() == p.grad_dtype();
+            Tensor g = grad_ok ? p.grad.contiguous() : p.grad.to(p.grad_dtype()).contiguous();
             s.step += 1;
             AdamWCoefficients c = coefficients(lr, s.step);
             if (p.value.device() == Device::cuda && p.value.dtype() != DType::f64) {
@@ -211,36 +213,45 @@ public:
 
     // The CPU update (public so tests and the CUDA comparison can name it).
     // With `master` (a float32 tensor for a bf16 parameter) the update runs on the master copy.
+    // The gradient is of the parameter's dtype or, for a bf16 parameter, float32.
     static void cpu_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWCoefficients& c,
                          Tensor* master = nullptr) {
+        DEVIANT_REQUIRE(grad.dtype() == param.dtype() || (param.dtype() == DType::bf16 && grad.dtype() == DType::f32),
+                        "AdamW: gradient {} for parameter {}", grad.describe(), param.describe());
         if (master) {
             DEVIANT_REQUIRE(param.dtype() == DType::bf16 && master->dtype() == DType::f32 && master->numel() == param.numel(),
                             "AdamW: a master copy must be float32 for a bfloat16 parameter, got {} for {}", master->describe(),
                             param.describe());
-            bf16* p = param.data<bf16>();
-            const bf16* g = grad.data<bf16>();
-            float *mw = master->data<float>(), *m = exp_avg.data<float>(), *v = exp_avg_sq.data<float>();
-            const float decay = float(c.decay), w1 = float(c.one_minus_beta1), b2 = float(c.beta2), w2 = float(c.one_minus_beta2),
-                        step = float(c.neg_step_size), bc2 = float(c.bias_correction2_sqrt), eps = float(c.eps);
-            for (std::int64_t i = 0, n = param.numel(); i < n; ++i) {
-                adamw_update<float>(mw[i], load(g[i]), m[i], v[i], decay, w1, b2, w2, step, bc2, eps);
-                p[i] = store<bf16>(mw[i]);
-            }
+            DEVIANT_DISPATCH_FLOAT(grad.dtype(), G, [&] {
+                bf16* p = param.data<bf16>();
+                const G* g = grad.data<G>();
+                float *mw = master->data<float>(), *m = exp_avg.data<float>(), *v = exp_avg_sq.data<float>();
+                const float decay = float(c.decay), w1 = float(c.one_minus_beta1), b2 = float(c.beta2), w2 = float(c.one_minus_beta2),
+                            step = float(c.neg_step_size), bc2 = float(c.bias_correction2_sqrt), eps = float(c.eps);
+                for (std::int64_t i = 0, n = param.numel(); i < n; ++i) {
+                    adamw_update<float>(mw[i], float(load(g[i])), m[i], v[i], decay, w1, b2, w2, step, bc2, eps);
+                    p[i] = store<bf16>(mw[i]);
+                }
+            });
             return;
         }
         DEVIANT_DISPATCH_FLOAT(param.dtype(), T, [&] {
-            using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
-            T* p = param.data<T>();
-            const T* g = grad.data<T>();
-            S* m = exp_avg.data<S>();
-            S* v = exp_avg_sq.data<S>();
-            const S decay = S(c.decay), w1 = S(c.one_minus_beta1), b2 = S(c.beta2), w2 = S(c.one_minus_beta2),
-                    step = S(c.neg_step_size), bc2 = S(c.bias_correction2_sqrt), eps = S(c.eps);
-            for (std::int64_t i = 0, n = param.numel(); i < n; ++i) {
-                S pi = S(load(p[i]));
-                adamw_update<S>(pi, S(load(g[i])), m[i], v[i], decay, w1, b2, w2, step, bc2, eps);
-                p[i] = store<T>(pi);
-            }
+            DEVIANT_DISPATCH_FLOAT(grad.dtype(), G, [&] {
+                using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
+                if constexpr (std::is_same_v<T, G> || (std::is_same_v<T, bf16> && std::is_same_v<G, float>)) {
+                    T* p = param.data<T>();
+                    const G* g = grad.data<G>();
+                    S* m = exp_avg.data<S>();
+                    S* v = exp_avg_sq.data<S>();
+                    const S decay = S(c.decay), w1 = S(c.one_minus_beta1), b2 = S(c.beta2), w2 = S(c.one_minus_beta2),
+                            step = S(c.neg_step_size), bc2 = S(c.bias_correction2_sqrt), eps = S(c.eps);
+                    for (std::int64_t i = 0, n = param.numel(); i < n; ++i) {
+                        S pi = S(load(p[i]));
+                        adamw_update<S>(pi, S(load(g[i])), m[i], v[i], decay, w1, b2, w2, step, bc2, eps);
+                        p[i] = store<T>(pi);
+                    }
+                }
+            });
         });
     }
 
@@ -274,6 +285,7 @@ private:
         e.master = s.master.defined() ? static_cast<float*>(s.master.raw_data()) : nullptr;
         e.n = s.param->value.numel();
         e.bf16 = s.param->value.dtype() == DType::bf16;
+        e.grad_bf16 = g.dtype() == DType::bf16;
         e.decay = float(c.decay), e.one_minus_beta1 = float(c.one_minus_beta1), e.beta2 = float(c.beta2);
         e.one_minus_beta2 = float(c.one_minus_beta2), e.neg_step_size = float(c.neg_step_size);
         e.bias_correction2_sqrt = float(c.bias_correction2_sqrt), e.eps = float(c.eps);

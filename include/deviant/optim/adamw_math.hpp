@@ -32,7 +32,8 @@ struct AdamWTensorF32 {
     float* exp_avg_sq = nullptr;
     float* master = nullptr;
     std::int64_t n = 0;
-    int bf16 = 0;  // weights and gradient stored as bfloat16
+    int bf16 = 0;       // weights stored as bfloat16
+    int grad_bf16 = 0;  // gradient stored as bfloat16 (else float32)
     float decay = 1, one_minus_beta1 = 0.1f, beta2 = 0.999f, one_minus_beta2 = 0.001f, neg_step_size = 0,
           bias_correction2_sqrt = 1, eps = 1e-8f;
 };

@@ -466,7 +466,7 @@ private:
             Parameter* p = params_[i];
             if (has[i] == 0.0) continue;
             if (shard_.active && shard_.owner[i] != comm_->rank()) continue;  // another rank's sum
-            if (!p->grad.defined()) p->grad = Tensor::zeros(p->value.shape(), p->value.dtype(), p->value.device());
+            if (!p->grad.defined()) p->grad = Tensor::zeros(p->value.shape(), p->grad_dtype(), p->value.device());
             p->grad.copy_from(flat.narrow(0, offset[i], p->value.numel()).view(p->value.shape()));
         }
     }
