@@ -11,7 +11,7 @@ struct DeviationArgs {
     deviant::deviation::DeviationOptions opts;
 };
 
-deviant::cli::Registration reg{{"deviation", "Add per-response deviations and deviation weights to a JSONL file", [](CLI::App& sub) {
+deviant::cli::Registration deviation_command{{"deviation", "Add per-response deviations and deviation weights to a JSONL file", [](CLI::App& sub) {
     auto args = std::make_shared<DeviationArgs>();
     sub.add_option("--input", args->input, "Input JSONL: {\"prompt\", \"responses\": [{\"text\", \"score\", \"embedding\": {space: [...]}}]}")
         ->required();

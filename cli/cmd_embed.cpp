@@ -18,7 +18,7 @@ struct EmbedArgs {
     unsigned threads = 0;
 };
 
-deviant::cli::Registration reg{{"embed", "Add embeddings (built-in sem/sty, or a sentence encoder's) to prompt/responses or samples JSONL",
+deviant::cli::Registration embed_command{{"embed", "Add embeddings (built-in sem/sty, or a sentence encoder's) to prompt/responses or samples JSONL",
                                 [](CLI::App& sub) {
     auto args = std::make_shared<EmbedArgs>();
     sub.add_option("--input", args->input,

@@ -49,7 +49,7 @@ int run_evaluate(const EvaluateOptions& o) {
     return 0;
 }
 
-deviant::cli::Registration reg{{"evaluate", "Diversity metrics (embedding distance, compression, distinct-n, ROUGE-L) with 95% CIs", [](CLI::App& app) {
+deviant::cli::Registration evaluate_command{{"evaluate", "Diversity metrics (embedding distance, compression, distinct-n, ROUGE-L) with 95% CIs", [](CLI::App& app) {
     auto o = std::make_shared<EvaluateOptions>();
     app.add_option("--input", o->input, "JSON Lines {prompt, samples, embeddings?} (deviant generate's output)")->required();
     app.add_option("--embeddings", o->embeddings, "Embedding names to score by mean pairwise cosine distance, e.g. sem,sty")->delimiter(',');

@@ -132,7 +132,7 @@ int run_generate(Model& model, const GenerateOptions& o) {
     return 0;
 }
 
-deviant::cli::Registration reg{{"generate", "Sample completions of prompts (temperature, top-k, top-p, repetition penalty)", [](CLI::App& app) {
+deviant::cli::Registration generate_command{{"generate", "Sample completions of prompts (temperature, top-k, top-p, repetition penalty)", [](CLI::App& app) {
     auto o = std::make_shared<GenerateOptions>();
     app.add_option("--model", o->model, "Checkpoint directory (config.json + safetensors)")->required();
     app.add_option("--adapters", o->adapters, "LoRA adapter directory (PEFT layout) merged into the model (repeatable: applied in order)");

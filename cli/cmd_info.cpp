@@ -81,7 +81,7 @@ int describe_model(const std::string& path) {
     return 0;
 }
 
-deviant::cli::Registration reg{{"info", "Show build features and devices, or what a model holds (--model)", [](CLI::App& app) {
+deviant::cli::Registration info_command{{"info", "Show build features and devices, or what a model holds (--model)", [](CLI::App& app) {
     auto model = std::make_shared<std::string>();
     app.add_option("--model", *model, "a checkpoint directory or GGUF file to describe (weights are not loaded)");
     return std::function<int()>([model] {

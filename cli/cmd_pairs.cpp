@@ -13,7 +13,7 @@ struct PairsArgs {
     bool no_weights = false;
 };
 
-deviant::cli::Registration reg{{"pairs", "Build weighted preference pairs from scored responses (gap pairing or DivPO)", [](CLI::App& sub) {
+deviant::cli::Registration pairs_command{{"pairs", "Build weighted preference pairs from scored responses (gap pairing or DivPO)", [](CLI::App& sub) {
     auto args = std::make_shared<PairsArgs>();
     sub.add_option("--input", args->input, "Input JSONL: {\"prompt\", \"responses\": [{\"text\", \"score\", \"embedding\": {space: [...]}}]}")
         ->required();

@@ -11,7 +11,7 @@ struct PrepareArgs {
     deviant::data::WritingPromptsOptions opts;
 };
 
-deviant::cli::Registration reg{{"prepare", "Clean WritingPrompts preference data into prompt/responses train and test JSONL", [](CLI::App& sub) {
+deviant::cli::Registration prepare_command{{"prepare", "Clean WritingPrompts preference data into prompt/responses train and test JSONL", [](CLI::App& sub) {
     auto args = std::make_shared<PrepareArgs>();
     sub.add_option("--input", args->input, "Input JSONL: {\"post_title\", \"post_text\", \"comment_texts\", \"comment_scores\"}")
         ->required();

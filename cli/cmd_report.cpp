@@ -127,7 +127,7 @@ void plot_reward_vs_diversity(const std::vector<Row>& rows, const std::string& p
     fs::remove(dat);
 }
 
-deviant::cli::Registration reg{{"report", "Comparison table and plot of finished runs (quality and diversity)", [](CLI::App& app) {
+deviant::cli::Registration report_command{{"report", "Comparison table and plot of finished runs (quality and diversity)", [](CLI::App& app) {
     struct Args {
         std::vector<std::string> runs;
         std::string human, markdown, json_out, plot;

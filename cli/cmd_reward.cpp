@@ -259,7 +259,7 @@ void common_model_options(CLI::App& app, RewardArgs* a) {
     app.add_flag("--quiet", a->quiet, "No progress bar");
 }
 
-deviant::cli::Registration reg{{"reward", "Train a reward model on scored responses or pairs, and score texts with it", [](CLI::App& app) {
+deviant::cli::Registration reward_command{{"reward", "Train a reward model on scored responses or pairs, and score texts with it", [](CLI::App& app) {
     auto a = std::make_shared<RewardArgs>();
     app.require_subcommand(1);
     CLI::App* train = app.add_subcommand("train", "Train a reward model (L1 regression on transformed scores, or Bradley-Terry on pairs)");

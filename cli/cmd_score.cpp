@@ -118,7 +118,7 @@ int score(Policy& policy, const ScoreOptions& o) {
     return 0;
 }
 
-deviant::cli::Registration reg{{"score", "Log-probs, loss and gradient norms of a checkpoint on token-id pairs", [](CLI::App& app) {
+deviant::cli::Registration score_command{{"score", "Log-probs, loss and gradient norms of a checkpoint on token-id pairs", [](CLI::App& app) {
     auto o = std::make_shared<ScoreOptions>();
     app.add_option("--model", o->model, "Policy checkpoint directory (config.json + safetensors)")->required();
     app.add_option("--ref", o->ref, "Reference checkpoint directory (default: the policy itself, frozen)");

@@ -61,7 +61,7 @@ int run_tokenize(const TokenizeArgs& a) {
     return 0;
 }
 
-deviant::cli::Registration reg{{"tokenize", "Token ids of texts as the model sees them (optionally through its chat template)", [](CLI::App& app) {
+deviant::cli::Registration tokenize_command{{"tokenize", "Token ids of texts as the model sees them (optionally through its chat template)", [](CLI::App& app) {
     auto a = std::make_shared<TokenizeArgs>();
     app.add_option("--model", a->model, "Checkpoint directory or GGUF file (its tokenizer and chat template)");
     app.add_option("--tokenizer", a->tokenizer, "tokenizer.json or GGUF file (default: the model's)");

@@ -300,7 +300,7 @@ int run_training(Model& policy, const TrainArgs& a, const io::ModelConfig& confi
     return 0;
 }
 
-deviant::cli::Registration reg{{"train", "Train a checkpoint with a preference objective (or SFT)", [](CLI::App& app) {
+deviant::cli::Registration train_command{{"train", "Train a checkpoint with a preference objective (or SFT)", [](CLI::App& app) {
     auto a = std::make_shared<TrainArgs>();
     add_train_options(app, a);
     return std::function<int()>([a, &app] {

@@ -197,6 +197,19 @@ BOOST_AUTO_TEST_CASE(bf16_parameter_gradient_is_float32) {
     BOOST_TEST((Parameter("d", Tensor::zeros({1}, DType::f64)).grad_dtype() == DType::f64));
 }
 
+// --- (e4) the compiler keeps vector constants: GCC 12 with AVX-512 built {1, 1, 1, 0} of four
+// 64-bit lanes as four ones (CMakeLists.txt switches its basic-block vectoriser off) ---
+namespace {
+__attribute__((noinline)) std::vector<double> four_doubles() { return {1, 1, 1, 0}; }
+__attribute__((noinline)) Tensor four_ids() { return Tensor::from(std::vector<std::int64_t>{1, 1, 1, 0}, {4}); }
+}  // namespace
+BOOST_AUTO_TEST_CASE(vector_constants_survive_the_compiler) {
+    BOOST_TEST(four_doubles() == std::vector<double>({1, 1, 1, 0}), boost::test_tools::per_element());
+    BOOST_TEST(four_ids().to_vector<double>() == std::vector<double>({1, 1, 1, 0}), boost::test_tools::per_element());
+    const std::vector<std::int64_t> ids{1, 1, 1, 0};
+    BOOST_TEST(ids.back() == 0);
+}
+
 // --- (f) tensor views ---
 BOOST_AUTO_TEST_CASE(views_share_storage_without_copying) {
     Tensor t = Tensor::zeros({3, 4});

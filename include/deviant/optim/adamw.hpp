@@ -5,8 +5,10 @@
 // master copy (AdamWOptions::master_weights, on by default); the update runs on the master and
 // the bf16 weight is its round-to-nearest-even image, so updates far below the weight's bf16
 // spacing (lr 1e-5 on a weight of 0.02 moves it by 1/400 of an ulp) accumulate instead of being
-// rounded away. Without masters the bf16 weight itself is updated in fp32 math and rounded back. Each parameter keeps its own step count, so a parameter that
-// received no gradient in a step is skipped and keeps its bias correction, as in torch.
+// rounded away. Without masters the bf16 weight itself is updated in fp32 math and rounded back.
+// A bf16 parameter's gradient is float32 (Parameter::grad_dtype) or bf16. Each parameter keeps its
+// own step count, so a parameter that received no gradient in a step is skipped and keeps its bias
+// correction, as in torch.
 // state_tensors()/load_state() move the state in and out of a checkpoint under the names
 // "<param>.exp_avg", "<param>.exp_avg_sq", "<param>.step", "<param>.master" (bf16 parameters
 // with master weights) and "step" (the optimizer's count).

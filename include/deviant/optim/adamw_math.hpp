@@ -23,7 +23,8 @@ struct AdamWCoefficients {
 };
 
 // One float32-state parameter for the multi-tensor CUDA update (kernels/adamw.cuh): float32 or
-// bfloat16 weights and gradients (bf16: `master` is its float32 master copy, or null), float32
+// bfloat16 weights (bf16: `master` is its float32 master copy, or null), a float32 gradient (or a
+// bf16 one for a bf16 weight), float32
 // moments, and the scalars of its update (each parameter keeps its own step count).
 struct AdamWTensorF32 {
     void* param = nullptr;
