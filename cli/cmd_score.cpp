@@ -81,7 +81,7 @@ int score(Policy& policy, const ScoreOptions& o) {
         double share = double(n) / double(B);
         total_loss += r.loss.value().item() * share;
         for (auto& [name, v] : r.metrics.items()) {
-            auto it = std::find_if(metric_sums.begin(), metric_sums.end(), [&](auto& e) { return e.first == name; });
+            auto it = std::find_if(metric_sums.begin(), metric_sums.end(), [&name = name](auto& e) { return e.first == name; });
             if (it == metric_sums.end()) metric_sums.emplace_back(name, v * share);
             else it->second += v * share;
         }

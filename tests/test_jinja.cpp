@@ -354,7 +354,7 @@ BOOST_AUTO_TEST_CASE(malformed_templates_throw) {
     };
     for (const auto& [tmpl, part] : bad) {
         BOOST_TEST_CONTEXT(tmpl) {
-            const std::string what = error_of([&] { jinja::Template t(tmpl, "bad"); });
+            const std::string what = error_of([&tmpl = tmpl] { jinja::Template t(tmpl, "bad"); });
             BOOST_CHECK_MESSAGE(contains(what, part), "message: " << what);
             BOOST_CHECK_MESSAGE(contains(what, "bad, line "), "message: " << what);
         }

@@ -19,7 +19,8 @@ inline float exp_f32(float x) {
     const float lo = -87.3365402f, hi = 88.7228394f;
     const float xc = std::min(std::max(x, lo), hi);  // NaN passes through both (comparisons are false)
     const float shifter = 12582912.0f;                // 1.5 * 2^23: adding it rounds to an integer
-    const float nf = (xc * 1.44269504088896341f + shifter) - shifter;
+    const float shifted = xc * 1.44269504088896341f + shifter;
+    const float nf = shifted - shifter;
     float r = xc - nf * 0.693359375f;
     r = r - nf * -2.12194440e-4f;
     float y = 1.9875691500e-4f;
@@ -29,7 +30,11 @@ inline float exp_f32(float x) {
     y = y * r + 1.6666665459e-1f;
     y = y * r + 5.0000001201e-1f;
     y = y * r * r + r + 1.0f;
-    const std::int32_t n = std::int32_t(nf), n1 = n >> 1, n2 = n - n1;  // 2^n as 2^n1 * 2^n2: no overflow at n = 128
+    // n = nf read from the low bits of `shifted` (1.5 * 2^23 + n), not by converting nf: a float to
+    // int conversion of NaN is undefined behaviour, a bit copy is not (n is then garbage, y stays NaN)
+    std::int32_t shifted_bits;
+    std::memcpy(&shifted_bits, &shifted, sizeof shifted_bits);
+    const std::int32_t n = shifted_bits - 0x4B400000, n1 = n >> 1, n2 = n - n1;  // 2^n as 2^n1 * 2^n2: no overflow at n = 128
     const std::int32_t b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
     float s1, s2;
     std::memcpy(&s1, &b1, sizeof s1);

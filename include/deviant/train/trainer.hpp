@@ -173,7 +173,7 @@ public:
         }
         std::size_t matched = 0;
         for (const auto& [name, tensor] : c.model) {
-            auto it = std::find_if(params_.begin(), params_.end(), [&](Parameter* p) { return p->name == name; });
+            auto it = std::find_if(params_.begin(), params_.end(), [&name = name](Parameter* p) { return p->name == name; });  // a named capture: clang < 16 cannot capture a binding
             DEVIANT_REQUIRE(it != params_.end(), "{}: tensor {} is not a trainable parameter of this model", c.dir.string(), name);
             DEVIANT_REQUIRE(tensor.shape() == (*it)->value.shape(), "{}: tensor {} has shape {}, the model has {}", c.dir.string(), name,
                             tensor.shape().str(), (*it)->value.shape().str());
