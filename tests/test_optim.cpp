@@ -395,6 +395,54 @@ BOOST_AUTO_TEST_CASE(grad_norm_of_bf16_accumulates_in_double) {
     BOOST_TEST(std::abs(optim::global_grad_norm({&p}) - std::sqrt(100000 * x * x)) < 1e-12);
 }
 
+BOOST_AUTO_TEST_CASE(grad_norm_of_many_blocks_matches_an_ordered_long_double_sum) {
+    // 3.5 blocks of the CPU reduction and an odd tail: every block and the tail counted once, in
+    // double, whatever the pool splits (a missed or twice-counted block is off by ~30%).
+    const std::int64_t n = 7 * optim::detail::kSquaresBlock / 2 + 5;
+    std::vector<double> xs(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) xs[std::size_t(i)] = std::sin(0.37 * double(i)) * (1.0 + double(i % 7));
+    for (DType dt : {DType::f32, DType::f64}) {
+        Parameter p("p", Tensor::zeros({n}, dt));
+        p.grad = Tensor::from(xs, {n}, dt);
+        long double ref = 0;
+        for (double x : p.grad.to_vector<double>()) ref += (long double)x * x;
+        const double got = optim::global_grad_norm({&p});
+        BOOST_TEST(std::abs(got - std::sqrt(double(ref))) <= 1e-13 * std::sqrt(double(ref)));
+        optim::clip_grad_norm({&p}, 1.0);  // the scaling runs on the pool too: every element scaled
+        BOOST_TEST(std::abs(optim::global_grad_norm({&p}) - 1.0) < 1e-6);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(adamw_on_a_large_tensor_updates_every_element_as_torch) {
+    // Large enough for the update to run on the thread pool: each element against torch.optim.AdamW's
+    // formula in double (two steps, lr 1e-2, weight decay 0.1).
+    const std::int64_t n = 200003;
+    std::vector<double> w(static_cast<std::size_t>(n)), g(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) {
+        w[std::size_t(i)] = std::cos(0.11 * double(i));
+        g[std::size_t(i)] = std::sin(0.29 * double(i)) + 0.5;
+    }
+    Parameter p("w", Tensor::from(w, {n}, DType::f32));
+    const double lr = 1e-2, wd = 0.1, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    optim::AdamW opt({&p}, {b1, b2, eps, wd});
+    std::vector<double> ref = p.value.to_vector<double>(), m(ref.size()), v(ref.size());
+    for (int t = 1; t <= 2; ++t) {
+        p.grad = Tensor::from(g, {n}, DType::f32);
+        const std::vector<double> gf = p.grad.to_vector<double>();
+        opt.step(lr);
+        for (std::size_t i = 0; i < ref.size(); ++i) {
+            ref[i] *= 1 - lr * wd;
+            m[i] = b1 * m[i] + (1 - b1) * gf[i];
+            v[i] = b2 * v[i] + (1 - b2) * gf[i] * gf[i];
+            ref[i] -= lr / (1 - std::pow(b1, t)) * m[i] / (std::sqrt(v[i]) / std::sqrt(1 - std::pow(b2, t)) + eps);
+        }
+    }
+    const std::vector<double> got = p.value.to_vector<double>();
+    double worst = 0;
+    for (std::size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::abs(got[i] - ref[i]));
+    BOOST_TEST(worst < 1e-6);
+}
+
 // ---------------------------------------------------------------------------------- schedules
 
 BOOST_AUTO_TEST_CASE(schedules_match_transformers) {

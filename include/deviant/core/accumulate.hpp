@@ -22,7 +22,7 @@ inline void add_into(Tensor& dst, const Tensor& src) {
     Tensor s = src.contiguous();
     DEVIANT_DISPATCH_FLOAT(dst.dtype(), T, [&] {
         DEVIANT_DISPATCH_FLOAT(s.dtype(), U, [&] {
-            using Sum = std::conditional_t<std::is_same_v<T, double> || std::is_same_v<U, double>, double, float>;
+            using Sum = common_compute_t<T, U>;
             T* d = dst.data<T>();
             const U* p = s.data<U>();
             for (std::int64_t i = 0, n = dst.numel(); i < n; ++i) d[i] = store<T>(Sum(load(d[i])) + Sum(load(p[i])));

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string_view>
+#include <type_traits>
 
 #include "deviant/core/error.hpp"
 
@@ -67,6 +68,9 @@ template <> constexpr DType dtype_of<std::uint8_t>() { return DType::u8; }
 template <class T> struct compute_type { using type = T; };
 template <> struct compute_type<bf16> { using type = float; };
 template <class T> using compute_t = typename compute_type<T>::type;
+// The type a sum mixing two storage types is formed in: double if either is, float otherwise
+// (a bf16 gradient added into a float32 one).
+template <class T, class U> using common_compute_t = std::conditional_t<std::is_same_v<T, double> || std::is_same_v<U, double>, double, float>;
 
 // The runtime counterpart: the dtype arithmetic on `t` runs in (float32 for bf16). Mixed-precision
 // code keeps log-probabilities, masks and losses of a bf16 model in this dtype.

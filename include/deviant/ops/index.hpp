@@ -175,7 +175,7 @@ inline void embedding_backward_into(Tensor& dweight, const Tensor& dy_in, const 
     std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) { return pi[a] < pi[b]; });
     DEVIANT_DISPATCH_FLOAT(dy.dtype(), T, [&] {
         DEVIANT_DISPATCH_FLOAT(dweight.dtype(), O, [&] {
-            using Acc = std::conditional_t<std::is_same_v<T, double> || std::is_same_v<O, double>, double, float>;
+            using Acc = common_compute_t<T, O>;
             const T* pg = dy.data<T>();
             O* pd = dweight.data<O>();
             std::vector<Acc> acc(static_cast<std::size_t>(C));

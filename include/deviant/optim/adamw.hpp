@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "deviant/autodiff/tape.hpp"
+#include "deviant/core/thread_pool.hpp"
 #include "deviant/io/safetensors.hpp"
 #include "deviant/optim/adamw_math.hpp"
 
@@ -228,12 +229,7 @@ public:
                 bf16* p = param.data<bf16>();
                 const G* g = grad.data<G>();
                 float *mw = master->data<float>(), *m = exp_avg.data<float>(), *v = exp_avg_sq.data<float>();
-                const float decay = float(c.decay), w1 = float(c.one_minus_beta1), b2 = float(c.beta2), w2 = float(c.one_minus_beta2),
-                            step = float(c.neg_step_size), bc2 = float(c.bias_correction2_sqrt), eps = float(c.eps);
-                for (std::int64_t i = 0, n = param.numel(); i < n; ++i) {
-                    adamw_update<float>(mw[i], float(load(g[i])), m[i], v[i], decay, w1, b2, w2, step, bc2, eps);
-                    p[i] = store<bf16>(mw[i]);
-                }
+                for_ranges(param.numel(), [&](std::int64_t i0, std::int64_t i1) { update_range<float>(p, g, m, v, mw, c, i0, i1); });
             });
             return;
         }
@@ -243,15 +239,8 @@ public:
                 if constexpr (std::is_same_v<T, G> || (std::is_same_v<T, bf16> && std::is_same_v<G, float>)) {
                     T* p = param.data<T>();
                     const G* g = grad.data<G>();
-                    S* m = exp_avg.data<S>();
-                    S* v = exp_avg_sq.data<S>();
-                    const S decay = S(c.decay), w1 = S(c.one_minus_beta1), b2 = S(c.beta2), w2 = S(c.one_minus_beta2),
-                            step = S(c.neg_step_size), bc2 = S(c.bias_correction2_sqrt), eps = S(c.eps);
-                    for (std::int64_t i = 0, n = param.numel(); i < n; ++i) {
-                        S pi = S(load(p[i]));
-                        adamw_update<S>(pi, S(load(g[i])), m[i], v[i], decay, w1, b2, w2, step, bc2, eps);
-                        p[i] = store<T>(pi);
-                    }
+                    S *m = exp_avg.data<S>(), *v = exp_avg_sq.data<S>();
+                    for_ranges(param.numel(), [&](std::int64_t i0, std::int64_t i1) { update_range<S>(p, g, m, v, nullptr, c, i0, i1); });
                 }
             });
         });
@@ -271,6 +260,37 @@ public:
     }
 
 private:
+    // f(i0, i1) over [0, n) on the thread pool when n is large enough to pay for it. Every element's
+    // update is independent of the others, so the split does not change any result.
+    template <class F>
+    static void for_ranges(std::int64_t n, F&& f) {
+        if (n >= (std::int64_t(1) << 16)) parallel_for(n, f);
+        else f(std::int64_t(0), n);
+    }
+
+    // The update of elements [i0, i1) in the compute type S, on the master copy when there is one.
+    // Everything the loop reads is an argument or a local (not a lambda's captured reference, which
+    // a store through p, m or v might alias as far as the compiler knows): the loop vectorises.
+    template <class S, class T, class G>
+    static void update_range(T* p, const G* g, S* m, S* v, float* master, const AdamWCoefficients& c, std::int64_t i0, std::int64_t i1) {
+        const S decay = S(c.decay), w1 = S(c.one_minus_beta1), b2 = S(c.beta2), w2 = S(c.one_minus_beta2), step = S(c.neg_step_size),
+                bc2 = S(c.bias_correction2_sqrt), eps = S(c.eps);
+        if constexpr (std::is_same_v<S, float>) {
+            if (master) {
+                for (std::int64_t i = i0; i < i1; ++i) {
+                    adamw_update<float>(master[i], float(load(g[i])), m[i], v[i], decay, w1, b2, w2, step, bc2, eps);
+                    p[i] = store<T>(master[i]);
+                }
+                return;
+            }
+        }
+        for (std::int64_t i = i0; i < i1; ++i) {
+            S pi = S(load(p[i]));
+            adamw_update<S>(pi, S(load(g[i])), m[i], v[i], decay, w1, b2, w2, step, bc2, eps);
+            p[i] = store<T>(pi);
+        }
+    }
+
     struct Slot {
         Parameter* param = nullptr;
         Tensor exp_avg, exp_avg_sq;
