@@ -39,6 +39,12 @@ DEVIANT_CUDA_LAUNCHER(affine, const TensorRef& x, const TensorRef& y, double alp
 // out = a (op) b with numpy broadcasting; a and b carry stride-0 broadcast views of out's shape.
 DEVIANT_CUDA_LAUNCHER(binary_forward, BinaryOp op, const TensorRef& a, const TensorRef& b, const TensorRef& out)
 
+// y = silu(gate) * up, SwiGLU's gated unit (gate, up, y contiguous, one shape and dtype)
+DEVIANT_CUDA_LAUNCHER(swiglu_forward, const TensorRef& gate, const TensorRef& up, const TensorRef& y)
+// dgate = dy * up * silu'(gate), dup = dy * silu(gate) (all contiguous, one shape and dtype)
+DEVIANT_CUDA_LAUNCHER(swiglu_backward, const TensorRef& gate, const TensorRef& up, const TensorRef& dy, const TensorRef& dgate,
+                      const TensorRef& dup)
+
 // --- reductions (kernels/reduce.cuh) ---
 // x viewed as (outer, n, inner) contiguous; y (outer, inner); argmax (outer, inner) int64 for max.
 DEVIANT_CUDA_LAUNCHER(reduce_axis, ReduceOp op, const TensorRef& x, const TensorRef& y, const TensorRef& argmax,

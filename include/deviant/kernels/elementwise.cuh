@@ -1,5 +1,6 @@
 // deviant/kernels/elementwise.cuh — CUDA kernels for ops/elementwise.hpp: unary math and its
-// derivative (formulas shared with the CPU through ops/unary_math.hpp), scale/shift, broadcast
+// derivative (formulas shared with the CPU through ops/unary_math.hpp), SwiGLU's gated unit and
+// its backward in one pass each, scale/shift, broadcast
 // binary ops over strided operands, and sum_to_shape for the backward of a broadcast.
 #pragma once
 #include "deviant/kernels/common.cuh"
@@ -16,6 +17,21 @@ template <class T>
 __global__ void unary_backward_kernel(UnaryOp op, const T* x, const T* y, const T* dy, T* dx, std::int64_t n) {
     using C = compute_of_t<T>;
     DEVIANT_GRID_STRIDE(i, n) { dx[i] = st<T>(math::unary_derivative<C>(op, ld(x[i]), ld(y[i])) * ld(dy[i])); }
+}
+template <class T>
+__global__ void swiglu_forward_kernel(const T* g, const T* u, T* y, std::int64_t n) {
+    using C = compute_of_t<T>;
+    DEVIANT_GRID_STRIDE(i, n) { y[i] = st<T>(math::swiglu<C>(ld(g[i]), ld(u[i]))); }
+}
+template <class T>
+__global__ void swiglu_backward_kernel(const T* g, const T* u, const T* dy, T* dg, T* du, std::int64_t n) {
+    using C = compute_of_t<T>;
+    DEVIANT_GRID_STRIDE(i, n) {
+        C a, b;
+        math::swiglu_backward<C>(ld(g[i]), ld(u[i]), ld(dy[i]), a, b);
+        dg[i] = st<T>(a);
+        du[i] = st<T>(b);
+    }
 }
 template <class T>
 __global__ void affine_kernel(const T* x, T* y, double alpha, double beta, std::int64_t n) {
@@ -71,6 +87,25 @@ void unary_backward(UnaryOp op, const TensorRef& x, const TensorRef& y, const Te
                                                               static_cast<const T*>(dy.data), static_cast<T*>(dx.data), n);
     });
     check_launch("unary_backward");
+}
+void swiglu_forward(const TensorRef& gate, const TensorRef& up, const TensorRef& y) {
+    std::int64_t n = gate.numel();
+    dispatch_float(gate.dtype, [&](auto tag) {
+        using T = decltype(tag);
+        swiglu_forward_kernel<T><<<blocks_for(n, 256), 256>>>(static_cast<const T*>(gate.data), static_cast<const T*>(up.data),
+                                                              static_cast<T*>(y.data), n);
+    });
+    check_launch("swiglu_forward");
+}
+void swiglu_backward(const TensorRef& gate, const TensorRef& up, const TensorRef& dy, const TensorRef& dgate, const TensorRef& dup) {
+    std::int64_t n = gate.numel();
+    dispatch_float(gate.dtype, [&](auto tag) {
+        using T = decltype(tag);
+        swiglu_backward_kernel<T><<<blocks_for(n, 256), 256>>>(static_cast<const T*>(gate.data), static_cast<const T*>(up.data),
+                                                               static_cast<const T*>(dy.data), static_cast<T*>(dgate.data),
+                                                               static_cast<T*>(dup.data), n);
+    });
+    check_launch("swiglu_backward");
 }
 void affine(const TensorRef& x, const TensorRef& y, double alpha, double beta) {
     std::int64_t n = x.numel();

@@ -137,7 +137,8 @@ struct SwiGlu {
         up.bind(s, join(prefix, Names::mlp_up), c.hidden_size, c.intermediate_size, c.mlp_bias);
         down.bind(s, join(prefix, Names::mlp_down), c.intermediate_size, c.hidden_size, c.mlp_bias);
     }
-    Var forward(Tape& t, Var x, const ForwardContext&) const { return down.forward(t, silu(gate.forward(t, x)) * up.forward(t, x)); }
+    // silu(gate(x)) * up(x) as one node (swiglu): one pass, and silu(gate) is not kept for backward
+    Var forward(Tape& t, Var x, const ForwardContext&) const { return down.forward(t, swiglu(gate.forward(t, x), up.forward(t, x))); }
     template <class F>
     void for_each_projection(F&& f) { gate.for_each_projection(f); up.for_each_projection(f); down.for_each_projection(f); }
 };

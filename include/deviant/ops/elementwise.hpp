@@ -1,6 +1,7 @@
 // deviant/ops/elementwise.hpp — element-wise ops: unary math (exp, log, softplus, logsigmoid,
-// log1mexp, sigmoid, tanh, gelu_tanh, silu, relu, sqrt, rsqrt, square, neg), scale/shift, and
-// add/sub/mul/div with numpy broadcasting; sum_to_shape undoes a broadcast in backward.
+// log1mexp, sigmoid, tanh, gelu_tanh, silu, relu, sqrt, rsqrt, square, neg), SwiGLU's fused
+// silu(gate) * up, scale/shift, and add/sub/mul/div with numpy broadcasting; sum_to_shape undoes
+// a broadcast in backward.
 // Tensor-level functions live in deviant::ops; the recorded (differentiable) ones take Var.
 // CPU references are here; the CUDA kernels are in kernels/elementwise.cuh.
 #pragma once
@@ -181,6 +182,102 @@ inline Tensor unary_backward(kernels::UnaryOp op, const Tensor& x_in, const Tens
     return dx;
 }
 
+namespace detail {
+// SwiGLU's gated unit over float32 arrays, written to vectorise (the float32 exp of vector_math.hpp;
+// sigmoid(g) = 1 / (1 + exp(-g)) needs no branch). bf16 runs them on blocks widened on the stack.
+inline void cpu_swiglu_f32(const float* g, const float* u, float* y, std::int64_t n) {
+    for (std::int64_t i = 0; i < n; ++i) y[i] = g[i] / (1.0f + cpu_exp(-g[i])) * u[i];
+}
+inline void cpu_swiglu_backward_f32(const float* g, const float* u, const float* dy, float* dg, float* du, std::int64_t n) {
+    for (std::int64_t i = 0; i < n; ++i) {
+        const float s = 1.0f / (1.0f + cpu_exp(-g[i]));
+        du[i] = dy[i] * g[i] * s;
+        dg[i] = dy[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+    }
+}
+template <class T>
+void cpu_swiglu(const T* g, const T* u, T* y, std::int64_t n) {
+    if constexpr (std::is_same_v<T, float>) {
+        cpu_swiglu_f32(g, u, y, n);
+    } else if constexpr (std::is_same_v<T, bf16>) {
+        float gb[bf16_widen_block], ub[bf16_widen_block], yb[bf16_widen_block];
+        for (std::int64_t i0 = 0; i0 < n; i0 += bf16_widen_block) {
+            const std::int64_t m = std::min(bf16_widen_block, n - i0);
+            for (std::int64_t j = 0; j < m; ++j) gb[j] = float(g[i0 + j]), ub[j] = float(u[i0 + j]);
+            cpu_swiglu_f32(gb, ub, yb, m);
+            for (std::int64_t j = 0; j < m; ++j) y[i0 + j] = bf16(yb[j]);
+        }
+    } else {
+        for (std::int64_t i = 0; i < n; ++i) y[i] = store<T>(math::swiglu(load(g[i]), load(u[i])));
+    }
+}
+template <class T>
+void cpu_swiglu_backward(const T* g, const T* u, const T* dy, T* dg, T* du, std::int64_t n) {
+    if constexpr (std::is_same_v<T, float>) {
+        cpu_swiglu_backward_f32(g, u, dy, dg, du, n);
+    } else if constexpr (std::is_same_v<T, bf16>) {
+        float gb[bf16_widen_block], ub[bf16_widen_block], yb[bf16_widen_block], db[bf16_widen_block], eb[bf16_widen_block];
+        for (std::int64_t i0 = 0; i0 < n; i0 += bf16_widen_block) {
+            const std::int64_t m = std::min(bf16_widen_block, n - i0);
+            for (std::int64_t j = 0; j < m; ++j) gb[j] = float(g[i0 + j]), ub[j] = float(u[i0 + j]), yb[j] = float(dy[i0 + j]);
+            cpu_swiglu_backward_f32(gb, ub, yb, db, eb, m);
+            for (std::int64_t j = 0; j < m; ++j) dg[i0 + j] = bf16(db[j]), du[i0 + j] = bf16(eb[j]);
+        }
+    } else {
+        for (std::int64_t i = 0; i < n; ++i) {
+            compute_t<T> a, b;
+            math::swiglu_backward(load(g[i]), load(u[i]), load(dy[i]), a, b);
+            dg[i] = store<T>(a);
+            du[i] = store<T>(b);
+        }
+    }
+}
+}  // namespace detail
+
+// y = silu(gate) * up (SwiGLU's gated unit), gate and up of one shape and dtype: one pass, and no
+// silu(gate) tensor.
+inline Tensor swiglu(const Tensor& gate_in, const Tensor& up_in) {
+    detail::require_float(gate_in, "swiglu");
+    detail::require_float(up_in, "swiglu");
+    DEVIANT_REQUIRE(gate_in.shape() == up_in.shape() && gate_in.dtype() == up_in.dtype(), "swiglu: gate {} and up {} differ",
+                    gate_in.describe(), up_in.describe());
+    require_same_device(gate_in, up_in, "swiglu");
+    Tensor g = gate_in.contiguous(), u = up_in.contiguous();
+    Tensor y = Tensor::empty(g.shape(), g.dtype(), g.device());
+    if (g.numel() == 0) return y;
+    if (g.device() == Device::cuda) {
+        kernels::swiglu_forward(g.ref(), u.ref(), y.ref());
+        return y;
+    }
+    DEVIANT_DISPATCH_FLOAT(g.dtype(), T, [&] {
+        const T *pg = g.data<T>(), *pu = u.data<T>();
+        T* py = y.data<T>();
+        detail::parallel_range(g.numel(), [&](std::int64_t i0, std::int64_t i1) { detail::cpu_swiglu(pg + i0, pu + i0, py + i0, i1 - i0); });
+    });
+    return y;
+}
+
+// The gradients of swiglu for upstream gradient dy: {dgate, dup}, recomputing silu(gate).
+inline std::pair<Tensor, Tensor> swiglu_backward(const Tensor& gate_in, const Tensor& up_in, const Tensor& dy_in) {
+    Tensor g = gate_in.contiguous(), u = up_in.contiguous(), dy = dy_in.contiguous();
+    require_same(g, u, "swiglu backward");
+    require_same(g, dy, "swiglu backward");
+    Tensor dg = Tensor::empty(g.shape(), g.dtype(), g.device()), du = Tensor::empty(g.shape(), g.dtype(), g.device());
+    if (g.numel() == 0) return {dg, du};
+    if (g.device() == Device::cuda) {
+        kernels::swiglu_backward(g.ref(), u.ref(), dy.ref(), dg.ref(), du.ref());
+        return {dg, du};
+    }
+    DEVIANT_DISPATCH_FLOAT(g.dtype(), T, [&] {
+        const T *pg = g.data<T>(), *pu = u.data<T>(), *py = dy.data<T>();
+        T *pdg = dg.data<T>(), *pdu = du.data<T>();
+        detail::parallel_range(g.numel(), [&](std::int64_t i0, std::int64_t i1) {
+            detail::cpu_swiglu_backward(pg + i0, pu + i0, py + i0, pdg + i0, pdu + i0, i1 - i0);
+        });
+    });
+    return {dg, du};
+}
+
 // y = alpha * x + beta
 inline Tensor affine(const Tensor& x_in, double alpha, double beta = 0.0) {
     detail::require_float(x_in, "scale");
@@ -342,6 +439,15 @@ inline Var tanh(Var x) { return unary(kernels::UnaryOp::tanh, x); }
 inline Var gelu_tanh(Var x) { return unary(kernels::UnaryOp::gelu_tanh, x); }
 inline Var silu(Var x) { return unary(kernels::UnaryOp::silu, x); }
 inline Var relu(Var x) { return unary(kernels::UnaryOp::relu, x); }
+// silu(gate) * up as one node (SwiGLU's gated unit): it keeps gate and up for backward, where the
+// unfused pair kept silu(gate) as well, a (tokens, intermediate) tensor per layer.
+inline Var swiglu(Var gate, Var up) {
+    return gate.tape->record(ops::swiglu(gate.value(), up.value()), {gate, up}, [](Tape& t, const Node& n) {
+        auto [dgate, dup] = ops::swiglu_backward(n.saved[0], n.saved[1], output_grad(t, n));
+        if (t.needs_grad(n, 0)) t.accumulate(n.in[0], std::move(dgate));
+        if (t.needs_grad(n, 1)) t.accumulate(n.in[1], std::move(dup));
+    }, {gate.value(), up.value()});
+}
 inline Var sqrt(Var x) { return unary(kernels::UnaryOp::sqrt, x); }
 inline Var rsqrt(Var x) { return unary(kernels::UnaryOp::rsqrt, x); }
 inline Var square(Var x) { return unary(kernels::UnaryOp::square, x); }

@@ -25,6 +25,15 @@ template <class C> DEVIANT_HD C log1mexp(C a) {
 template <class C> constexpr C gelu_k() { return C(0.797884560802865355879892119869); }  // sqrt(2/pi)
 template <class C> constexpr C gelu_c() { return C(0.044715); }
 
+// SwiGLU's gated unit y = silu(g) * u and its two partial derivatives, with s = sigmoid(g):
+// dy/dg = u * s * (1 + g * (1 - s)), dy/du = g * s.
+template <class C> DEVIANT_HD C swiglu(C g, C u) { return g * sigmoid(g) * u; }
+template <class C> DEVIANT_HD void swiglu_backward(C g, C u, C dy, C& dg, C& du) {
+    const C s = sigmoid(g);
+    du = dy * g * s;
+    dg = dy * u * s * (C(1) + g * (C(1) - s));
+}
+
 // y = f(x)
 template <class C> DEVIANT_HD C unary(kernels::UnaryOp op, C x) {
     using kernels::UnaryOp;
